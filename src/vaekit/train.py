@@ -1,0 +1,264 @@
+"""The training loop, readable top to bottom.
+
+Batches are sliced from in-memory tensors with a seeded permutation per epoch; each step prepares
+the batch (e.g. dynamic binarization), computes the objective, backpropagates, skips non-finite
+steps, clips, and steps Adam with a scheduled learning rate. At epoch ends: test ELBO, metrics,
+TensorBoard, checkpoint. Side effects live here and in ``checkpoint``; the model and the objective
+are pure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import images
+from .checkpoint import load_config_of, load_state, save_checkpoint
+from .config import Config
+from .data import load_dataset
+from .evaluation import evaluate
+from .model import build_model
+from .objectives import objective_from_config
+from .transforms import DataPrep
+
+__all__ = ["train", "NonFiniteError", "lr_at"]
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+def lr_at(step: int, total: int, cfg) -> float:
+    """Learning rate at optimizer step ``step`` of ``total`` (constant, cosine or exponential)."""
+    t = min(step / max(total, 1), 1.0)
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
+    if cfg.lr_schedule == "exponential":
+        return cfg.lr * (cfg.lr_final / cfg.lr) ** t
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; constant, cosine or exponential")
+
+
+def _nonfinite_term(res) -> str:
+    """Name the first non-finite term of an objective result, for the error message."""
+    for name in ("log_px_z", "kl", "bound"):
+        if not torch.isfinite(getattr(res, name)).all():
+            return "reconstruction log p(x|z)" if name == "log_px_z" else name
+    return "gradient"
+
+
+def train(
+    cfg: Config | None, out: str | Path, *, resume: bool = False, data_dir=None, log=print
+) -> Path:
+    """Train a VAE and write a run directory at ``out``; with ``resume=True`` continue it.
+
+    Returns the run directory. Stops early (with a checkpoint) at ``train.max_steps``, at
+    ``train.time_limit`` minutes, or on SIGINT/SIGTERM; ``resume`` then continues exactly.
+    """
+    out = Path(out)
+    if resume:
+        saved = load_config_of(out)
+        # Only the schedule length and the stopping rules may change on resume; a stop that
+        # interrupted the run does not carry over.
+        saved.train.max_steps = saved.train.time_limit = None
+        if cfg is not None:
+            saved.train.epochs = cfg.train.epochs
+            saved.train.max_steps = cfg.train.max_steps
+            saved.train.time_limit = cfg.train.time_limit
+        cfg = saved
+    tc = cfg.train
+    torch.set_num_threads(tc.threads)
+    torch.use_deterministic_algorithms(tc.deterministic)
+    torch.manual_seed(tc.seed)
+
+    # ---- data and model ----------------------------------------------------------------------
+    ds = load_dataset(
+        cfg.data.dataset, data_dir, train_limit=cfg.data.train_limit, test_limit=cfg.data.test_limit
+    )
+    cfg.model.event_shape = list(ds.event_shape)
+    model = build_model(cfg.model)
+    prep = DataPrep(model.likelihood, cfg.data.binarize)
+    cfg.data.binarize = prep.binarize
+    x_test = prep.fixed(ds.test, seed=cfg.data.eval_seed)
+    model.check(x_test)  # one clear error up front instead of NaNs later
+    model.check(prep(ds.train[: tc.batch_size], torch.Generator().manual_seed(0)))
+    objective = objective_from_config(cfg.objective)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    gen = torch.Generator().manual_seed(tc.seed)  # data order and binarization
+
+    n = len(ds.train)
+    n_batches = max(n // tc.batch_size, 1)  # drop the ragged last batch
+    total_steps = n_batches * tc.epochs
+    epoch, step, batch_in_epoch, perm = 0, 0, 0, None
+    if resume:
+        trainer, tensors = load_state(out, model, optimizer)
+        epoch, step, batch_in_epoch = trainer["epoch"], trainer["step"], trainer["batch_in_epoch"]
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.data"])
+        perm = tensors.get("data.perm")
+        log(f"resuming {out} at epoch {epoch + 1}, step {step}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
+    stop = _StopFlag()
+    t_start = time.monotonic()
+    nonfinite_run = nonfinite_total = 0
+    state = {"epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch}
+
+    def checkpoint(perm_now) -> None:
+        tensors = {"rng.torch": torch.get_rng_state(), "rng.data": gen.get_state()}
+        if perm_now is not None:
+            tensors["data.perm"] = perm_now
+        save_checkpoint(out, cfg, model, optimizer, dict(state, nonfinite=nonfinite_total), tensors)
+
+    # ---- the loop ------------------------------------------------------------------------------
+    while epoch < tc.epochs:
+        model.train()
+        if perm is None:
+            perm = torch.randperm(n, generator=gen)
+        sums = {"loss": 0.0, "bound": 0.0, "recon": 0.0, "kl": 0.0}
+        counted = 0
+        bar = tqdm(
+            range(batch_in_epoch, n_batches),
+            desc=f"epoch {epoch + 1}/{tc.epochs}",
+            disable=None,
+            leave=False,
+            file=sys.stderr,
+        )
+        for b in bar:
+            x = prep(ds.train[perm[b * tc.batch_size : (b + 1) * tc.batch_size]], gen)
+            lr = lr_at(step, total_steps, tc)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            res = objective(model, x)
+            optimizer.zero_grad(set_to_none=True)
+            res.loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), tc.clip_norm or float("inf")
+            )
+            if not (torch.isfinite(res.loss) and torch.isfinite(grad_norm)):
+                nonfinite_run += 1
+                nonfinite_total += 1
+                if nonfinite_run >= tc.max_nonfinite:
+                    raise NonFiniteError(
+                        f"{nonfinite_run} consecutive steps had a non-finite "
+                        f"{_nonfinite_term(res)} (epoch {epoch + 1}, step {step}); "
+                        "lower the learning rate or check the data"
+                    )
+            else:
+                nonfinite_run = 0
+                optimizer.step()
+                m = res.metrics()
+                for key in sums:
+                    sums[key] += m[key]
+                counted += 1
+            step += 1
+            batch_in_epoch = b + 1
+            state.update(step=step, batch_in_epoch=batch_in_epoch)
+            if step % 50 == 0:
+                bar.set_postfix(elbo=f"{sums['bound'] / max(counted, 1):.2f}")
+                writer.add_scalar("train/loss", float(res.loss), step)
+            if _should_stop(tc, step, t_start, stop):
+                bar.close()
+                checkpoint(perm)
+                writer.close()
+                log(f"stopped at epoch {epoch + 1}, step {step}; continue with --resume {out}")
+                return out
+        bar.close()
+
+        # ---- end of epoch: evaluate, log, checkpoint ------------------------------------------
+        epoch += 1
+        perm, batch_in_epoch = None, 0
+        state.update(epoch=epoch, batch_in_epoch=0)
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "lr": lr,
+            "time_s": round(time.monotonic() - t_start, 2),
+            "nonfinite_steps": nonfinite_total,
+        }
+        row.update({f"train_{k}": v / max(counted, 1) for k, v in sums.items()})
+        if epoch % tc.eval_every == 0 or epoch == tc.epochs:
+            ev = evaluate(model, x_test, k=0, batch_size=1000, seed=cfg.data.eval_seed)
+            row.update(
+                {
+                    "test_elbo": ev["elbo"],
+                    "test_recon": ev["recon"],
+                    "test_kl": ev["kl"],
+                    "active_units": ev["active_units"],
+                    "kl_per_dim": ev["kl_per_dim"],
+                }
+            )
+        _log_epoch(out, writer, row, model if tc.images else None, x_test)
+        log(_summary(row, tc.epochs))
+        if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
+            checkpoint(None)
+
+    if tc.images:
+        images.write_run_pictures(model, x_test, out)
+    writer.close()
+    return out
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM so that the loop checkpoints and returns instead of dying."""
+
+    def __init__(self):
+        self.set = False
+        try:
+            signal.signal(signal.SIGINT, self._handler)
+            signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not in the main thread
+            pass
+
+    def _handler(self, signum, frame):
+        if self.set:  # a second signal: give up at once
+            raise KeyboardInterrupt
+        self.set = True
+
+
+def _should_stop(tc, step: int, t_start: float, stop: _StopFlag) -> bool:
+    if stop.set:
+        return True
+    if tc.max_steps is not None and step >= tc.max_steps:
+        return True
+    return tc.time_limit is not None and time.monotonic() - t_start >= 60.0 * tc.time_limit
+
+
+def _log_epoch(out: Path, writer, row: dict, model, x_test) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    for key, value in row.items():
+        if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+            writer.add_scalar(key.replace("_", "/", 1), value, row["step"])
+    if model is not None and images.is_image(model.event_shape):
+        writer.add_image(
+            "samples", images.grid(images.samples(model, 64)), row["step"], dataformats="HWC"
+        )
+        writer.add_image(
+            "reconstructions",
+            images.grid(images.reconstructions(model, x_test[:32])),
+            row["step"],
+            dataformats="HWC",
+        )
+    writer.flush()
+
+
+def _summary(row: dict, epochs: int) -> str:
+    s = f"epoch {row['epoch']:>3}/{epochs}  train elbo {row['train_bound']:9.3f}"
+    if "test_elbo" in row:
+        s += f"  test elbo {row['test_elbo']:9.3f} (recon {row['test_recon']:.2f}, kl "
+        s += f"{row['test_kl']:.2f}, {row['active_units']} active)"
+    return s + f"  [{row['time_s']:.0f}s]"
