@@ -8,7 +8,7 @@ export VAEKIT_DATA ?= $(DATA)
 # 1 intra-op thread by default: on a busy 2-core box, 2 threads are often slower.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean chromium
 
 venv: $(STAMP)
 
@@ -21,9 +21,14 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vaekit demo --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# The browser tests drive Debian's chromium through Playwright (no browser download).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -123,17 +123,18 @@ def test_a_corrupt_file_with_a_matching_manifest_is_still_refused(run, tmp_path)
 def test_non_finite_steps_are_skipped_then_stop_the_run_naming_the_term(tmp_path, monkeypatch):
     import importlib
 
+    from vaekit import objectives
     from vaekit.objectives import elbo
 
     train_module = importlib.import_module("vaekit.train")
 
-    def broken(model, x):
-        res = elbo(model, x)
+    def broken(model, x, **kwargs):
+        res = elbo(model, x, **kwargs)
         res.log_px_z = res.log_px_z * float("nan")
         res.loss = res.loss * float("nan")
         return res
 
-    monkeypatch.setattr(train_module, "objective_from_config", lambda cfg: broken)
+    monkeypatch.setattr(objectives, "elbo", broken)  # what the configured objective calls
     with pytest.raises(train_module.NonFiniteError, match="reconstruction"):
         vaekit.train(_cfg(**{"train.max_nonfinite": 5}), tmp_path / "nan", log=lambda *_: None)
 

@@ -140,9 +140,21 @@ def _split_data(model, args, split: str):
 def cmd_evaluate(args) -> int:
     torch.set_num_threads(args.threads)
     model = load_run(args.run)
-    x, _ = _split_data(model, args, args.split)
+    x, y = _split_data(model, args, args.split)
     t0 = time.perf_counter()
-    result = evaluate(model, x, k=args.iw_samples, batch_size=args.batch_size, seed=args.seed)
+    result = evaluate(
+        model,
+        x,
+        k=args.iw_samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        labels=y,
+        precision=args.precision,
+    )
+    result["precision"] = args.precision
+    shown = ["elbo", "recon", "kl", "nll", "nll_stderr", "bpd", "active_units", "n", "k"]
+    for hook in getattr(args, "evaluate_hooks", ()):  # options added by commands_* modules
+        shown += hook(model, x, args, result)
     result["split"] = args.split
     result["seconds"] = round(time.perf_counter() - t0, 2)
     out = Path(args.run) / f"eval-{args.split}-k{args.iw_samples}.json"
@@ -150,7 +162,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        for key in ("elbo", "recon", "kl", "nll", "nll_stderr", "bpd", "active_units", "n", "k"):
+        for key in shown:
             if key in result:
                 v = result[key]
                 print(f"{key:>13}: {v:.4f}" if isinstance(v, float) else f"{key:>13}: {v}")
@@ -159,7 +171,14 @@ def cmd_evaluate(args) -> int:
 
 
 def _write_output(path: str, x: torch.Tensor, nrow: int | None, model) -> None:
-    """A PNG grid for image data, or a .npy array of the values."""
+    """A PNG grid for image data, or a .npy array of the values; text models print sentences."""
+    texts = getattr(model.likelihood, "texts", None)
+    if texts is not None and not path.endswith(".npy"):
+        lines = texts(x)
+        if path.endswith(".txt"):
+            Path(path).write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     if path.endswith(".npy"):
         np.save(path, x.numpy(), allow_pickle=False)
     elif images.is_image(model.event_shape):
@@ -173,27 +192,31 @@ def _write_output(path: str, x: torch.Tensor, nrow: int | None, model) -> None:
 
 def cmd_sample(args) -> int:
     model = load_run(args.run)
-    x = images.samples(model, args.n, temperature=args.temperature, seed=args.seed)
+    label = None if args.label is None else torch.tensor([args.label])
+    with model.given(label):  # a conditional model: --label picks the class
+        x = images.samples(model, args.n, temperature=args.temperature, seed=args.seed)
     _write_output(args.output, x, args.nrow, model)
     return 0
 
 
 def cmd_reconstruct(args) -> int:
     model = load_run(args.run)
-    x, _ = _split_data(model, args, args.split)
-    _write_output(args.output, images.reconstructions(model, x[: args.n]), 8, model)
+    x, y = _split_data(model, args, args.split)
+    recon = images.reconstructions(model, x[: args.n], None if y is None else y[: args.n])
+    _write_output(args.output, recon, 8, model)
     return 0
 
 
 def cmd_interpolate(args) -> int:
     model = load_run(args.run)
-    x, _ = _split_data(model, args, args.split)
+    x, y = _split_data(model, args, args.split)
     for i in (args.from_, args.to):
         if not 0 <= i < len(x):
             raise SystemExit(
                 f"vaekit: index {i} is outside the {args.split} split (0..{len(x) - 1})"
             )
-    path = images.interpolation(model, x[args.from_], x[args.to], args.steps, args.path)
+    with model.given(None if y is None else y[args.from_ : args.from_ + 1]):  # the start's class
+        path = images.interpolation(model, x[args.from_], x[args.to], args.steps, args.path)
     _write_output(args.output, path, args.steps, model)
     return 0
 
@@ -265,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--binarize", choices=["auto", "dynamic", "none"])
     t.add_argument("--train-limit", type=int, help="use the first N training examples")
     t.add_argument("--test-limit", type=int, help="use the first N test examples")
-    t.add_argument("--arch", choices=["mlp", "conv"])
+    t.add_argument("--arch", choices=["mlp", "conv", "resnet", "gru", "transformer"])
     t.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 512,512")
     t.add_argument("--channels", type=_int_list, help="conv channels, e.g. 32,64,128")
     t.add_argument("--latent-dim", type=int)
@@ -298,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=100)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="decoder matmuls of the IWAE estimate in bfloat16: faster, slightly less exact",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
 
@@ -307,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="samples.png")
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--label", type=int, help="conditional models: the class to generate")
     s.add_argument("--nrow", type=int)
     s.set_defaults(func=cmd_sample)
 
@@ -339,7 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Further subcommand groups: each module has ``register(subparsers)`` adding its commands (and
 # may extend existing ones through ``sub.choices[name]``). One line per module.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "vaekit.commands_latent",
+    "vaekit.commands_apps",
+    "vaekit.commands_models",
+    "vaekit.commands_inference",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,21 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # bernoulli | gaussian | categorical | logistic
     gaussian_scale: str = "per_dim"  # per_dim | shared (gaussian only)
     event_shape: list[int] | None = None  # filled from the data
+    columns: list[dict] | None = None  # tabular likelihood: column types + statistics (from data)
+    # Model family (issue 4; see docs/models.md). kind: vae | cvae | hvae | seqvae | ae
+    kind: str = "vae"
+    blocks: int = 1  # resnet: residual blocks per stage
+    squeeze_excitation: bool = False  # resnet: squeeze-excitation gate in every block
+    latent_dims: list[int] = field(default_factory=list)  # hvae: sizes of z_1..z_L, bottom→top
+    logscale_clamp: float = 7.0  # hvae: log-scales soft-clamped to (−c, c)
+    prior: str = "normal"  # normal | vamp (mixture of posteriors at learned pseudo-inputs)
+    prior_components: int = 500  # vamp: number of pseudo-inputs
+    n_classes: int | None = None  # cvae: filled from the data's labels
+    embed_dim: int = 128  # seqvae: token embedding width (hidden[0] is the GRU/Transformer width)
+    seq_layers: int = 1  # seqvae: GRU / Transformer layers
+    heads: int = 4  # seqvae transformer: attention heads
+    word_dropout: float = 0.0  # seqvae: decoder input tokens replaced by UNK (training only)
+    vocab: list[str] | None = None  # seqvae: filled from the text data (saved with the run)
 
 
 @dataclass
@@ -43,6 +58,13 @@ class ObjectiveConfig:
     name: str = "elbo"  # elbo | iwae
     beta: float = 1.0  # weight on KL in the training loss (the reported bound always uses 1)
     n_samples: int = 1  # Monte-Carlo samples of z per example (elbo) / importance samples K (iwae)
+    estimator: str = "reparam"  # encoder gradient: reparam | score | stl | dreg (see objectives)
+    baseline: str = "learned"  # score-function baseline: none | mean | learned (net(x) + mean)
+    warmup: str = "none"  # KL warm-up of β: none | linear | cyclical
+    warmup_steps: int = 0  # linear: steps of the 0→β ramp; cyclical: steps per cycle
+    warmup_ratio: float = 0.5  # cyclical: fraction of each cycle spent ramping up
+    free_bits: float = 0.0  # KL floor per latent dimension (nats, batch-averaged); 0 = off
+    free_bits_per: str = "dim"  # dim | group: the floor per latent layer (hierarchical models)
 
 
 @dataclass
@@ -63,6 +85,7 @@ class TrainConfig:
     time_limit: float | None = None  # minutes of training after which the run stops cleanly
     images: bool = True  # sample / reconstruction PNGs and TensorBoard image grids
     report_iw_samples: int = 0  # K of a final IWAE evaluation written to metrics (0: none)
+    grad_skip: float = 0.0  # skip steps whose gradient norm exceeds this (0: off); counted
 
 
 @dataclass

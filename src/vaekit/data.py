@@ -15,6 +15,13 @@
 - ``npz:PATH``: a NumPy ``.npz`` with ``x_train``/``x_test`` (or ``x``: the last 10% is the test
   set) and optional ``y_train``/``y_test`` (or ``y``). Loaded with ``allow_pickle=False``.
 
+- ``csv:PATH``, ``mat:PATH`` (MATLAB ``X``/``y``), ``table:PATH`` (.csv/.tsv/.mat/.npz by suffix),
+  ``odds:NAME`` (``<root>/odds/NAME.mat``): tables with mixed column types, float32 ``(N, C)`` with
+  NaN for missing values and ``Dataset.schema`` set; see ``tabular``. Options ``label``, ``types``,
+  ``drop``, ``test`` (fraction, default 0.2) and ``seed`` of a seeded random split.
+- Every labelled dataset also takes ``classes=0-8`` (keep those classes in both splits) and
+  ``train_classes=0-8`` (train split only; e.g. novelty detection).
+
 ``<root>`` is ``resolve_data_root(data_dir)``. Everything after a ``?`` in a spec is options
 (``key=value`` pairs joined by ``&``), so a path itself may not contain ``?``.
 Data are uint8 (levels 0..255, ``Dataset.discrete``) or float32; labels are int64 or None.
@@ -89,6 +96,8 @@ class Dataset:
     train_labels: torch.Tensor | None
     test_labels: torch.Tensor | None
     event_shape: tuple[int, ...]
+    schema: dict | None = None  # tables: column types and statistics (see ``tabular``)
+    vocab: tuple[str, ...] | None = None  # text: token of each id (see ``text``)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "event_shape", tuple(int(d) for d in self.event_shape))
@@ -172,13 +181,14 @@ def load_dataset(
         raise ValueError(f"dataset {name!r} needs a path: '{name}:PATH'")
     if not entry.needs_path and path:
         raise ValueError(f"dataset {name!r} takes no path, got {spec!r}")
+    filters = {k: options.pop(k) for k in CLASS_OPTIONS if k in options}
     unknown = sorted(set(options) - set(entry.options))
     if unknown:
         allowed = ", ".join(entry.options) or "none"
         raise ValueError(f"unknown option(s) {unknown} for {name!r}; allowed: {allowed}")
     root = resolve_data_root(data_dir)
     ds = entry.load(root=root, path=path, download=download, **options)
-    return _limit(ds, train_limit, test_limit)
+    return _limit(_filter_classes(ds, **filters), train_limit, test_limit)
 
 
 def _parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -192,6 +202,47 @@ def _parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
             raise ValueError(f"bad option {item!r} in {spec!r}; expected key=value")
         options[key.strip()] = value.strip()
     return name.strip().lower(), path.strip(), options
+
+
+# Options every labelled dataset takes: keep only some classes (e.g. ``mnist?train_classes=0-8``
+# trains on digits 0-8 and keeps the whole test set, the usual novelty-detection protocol).
+CLASS_OPTIONS = ("classes", "train_classes")
+
+
+def _parse_classes(text: str) -> set[int]:
+    """``"0-8"``, ``"1,3,5"`` or ``"0-3,7"`` → a set of class labels."""
+    out: set[int] = set()
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, sep, hi = part.partition("-")
+            out.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+        raise ValueError(f"bad class list {text!r}; expected e.g. 0-8 or 1,3,5") from None
+    if not out:
+        raise ValueError(f"empty class list {text!r}")
+    return out
+
+
+def _filter_classes(ds: Dataset, classes: str | None = None, train_classes: str | None = None):
+    """Keep rows whose label is in ``classes`` (both splits) / ``train_classes`` (train only)."""
+    if classes is None and train_classes is None:
+        return ds
+    if ds.train_labels is None:
+        raise ValueError(f"{ds.name}: has no labels, so classes cannot be selected")
+    parts, schema = {}, dict(ds.schema) if ds.schema is not None else None
+    for split, x, y in (("train", ds.train, ds.train_labels), ("test", ds.test, ds.test_labels)):
+        texts = [t for t in (classes, train_classes if split == "train" else None) if t]
+        if not texts:
+            continue
+        allowed = sorted(set.intersection(*map(_parse_classes, texts)))
+        mask = torch.isin(y, torch.tensor(allowed, dtype=y.dtype))
+        if not mask.any():
+            raise ValueError(f"{ds.name}: no {split} rows of classes {allowed}")
+        parts[split], parts[f"{split}_labels"] = x[mask], y[mask]
+        if schema is not None and f"{split}_rows" in schema:
+            rows = schema[f"{split}_rows"]
+            schema[f"{split}_rows"] = [r for r, m in zip(rows, mask.tolist(), strict=True) if m]
+    return dataclasses.replace(ds, schema=schema, **parts)
 
 
 def _limit(ds: Dataset, train_limit: int | None, test_limit: int | None) -> Dataset:
@@ -577,6 +628,7 @@ def _load_folder(root: Path, path: str, download: bool, size: str | None = None)
     ``size`` (H, W) or else the first image's size. Labels are the sorted names of the immediate
     subfolders of PATH (as ints) when every image sits in one, else None.
     """
+    target = _parse_size(size) if size else None  # (height, width)
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise DataNotFoundError(f"image folder not found: {folder}")
@@ -590,7 +642,7 @@ def _load_folder(root: Path, path: str, download: bool, size: str | None = None)
             modes.add(im.mode)
             sizes.append(im.size)
     mode = "L" if modes <= _GREY_MODES else "RGB"
-    height, width = _parse_size(size) if size else (sizes[0][1], sizes[0][0])
+    height, width = target or (sizes[0][1], sizes[0][0])
     arrays = [_read_image(p, mode, (width, height)) for p in files]
     x = np.stack(arrays)
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
@@ -688,6 +740,29 @@ def _load_npz(root: Path, path: str, download: bool) -> Dataset:
     return _make_dataset(f"npz:{file}", x, y, test)
 
 
+def _load_text(root: Path, path: str, download: bool, **options) -> Dataset:
+    """``text:PATH``: one sentence per line (see ``text.load_text``)."""
+    from .text import load_text
+
+    return load_text(Path(path), f"text:{path}", **options)
+
+
+def _load_shakespeare(root: Path, path: str, download: bool, **options) -> Dataset:
+    """``shakespeare``: the lines of ``<root>/text/tinyshakespeare.txt``."""
+    from .text import load_text
+
+    return load_text(root / "text" / "tinyshakespeare.txt", "shakespeare", **options)
+
+
+def _table_loader(kind: str) -> Callable[..., Dataset]:
+    def load(root: Path, path: str, download: bool, **options) -> Dataset:
+        from .tabular import load_table_dataset
+
+        return load_table_dataset(kind, root, path, **options)
+
+    return load
+
+
 # ---------------------------------------------------------------------------------------------
 # The registry: the one place that maps dataset names to loaders
 # ---------------------------------------------------------------------------------------------
@@ -703,4 +778,29 @@ DATASETS: dict[str, DatasetLoader] = {
         summary="a folder of images; ?size=S or ?size=HxW",
     ),
     "npz": DatasetLoader(_load_npz, needs_path=True, summary="a NumPy .npz of arrays"),
+    "text": DatasetLoader(
+        _load_text,
+        needs_path=True,
+        options=("level", "max_len", "max_vocab", "min_count"),
+        summary="one sentence per line; ?level=char|word&max_len=T&max_vocab=V&min_count=N",
+    ),
+    "shakespeare": DatasetLoader(
+        _load_shakespeare,
+        options=("level", "max_len", "max_vocab", "min_count"),
+        summary="Tiny Shakespeare lines (<root>/text/tinyshakespeare.txt), as text:PATH",
+    ),
+    **{  # tables (see ``tabular``): mixed column types, seeded random test split
+        kind: DatasetLoader(
+            _table_loader(kind),
+            needs_path=True,
+            options=("label", "types", "drop", "test", "seed", "sep"),
+            summary=summary,
+        )
+        for kind, summary in (
+            ("csv", "a CSV table; ?label=COL&types=COL:KIND,..&drop=COL,..&test=0.2&seed=0"),
+            ("mat", "a MATLAB .mat with X (n x d) and y (as ODDS ships); ?test=0.2&seed=0"),
+            ("table", "a .csv, .tsv, .mat or .npz table, by suffix"),
+            ("odds", "an ODDS benchmark <root>/odds/NAME.mat: odds:thyroid, odds:cardio, ..."),
+        )
+    },
 }

@@ -66,7 +66,12 @@ def kl_per_dim(qz_x: Distribution, pz: Distribution, z: Tensor | None = None) ->
     Analytic when torch has the pair registered on the factorised base distributions; otherwise a
     Monte-Carlo estimate ``log q(z) - log p(z)`` from the samples ``z`` of shape ``(S, B, D)``
     (averaged over S, and spread evenly over dimensions when p(z) does not factorise).
+    A posterior that knows its own decomposition (e.g. the hierarchical model's, per layer) provides
+    ``qz_x.kl_per_dim(pz, z)`` and is asked instead.
     """
+    own = getattr(qz_x, "kl_per_dim", None)
+    if own is not None:
+        return own(pz, z)
     base_q = getattr(qz_x, "base_dist", qz_x)
     base_p = getattr(pz, "base_dist", pz)
     try:
@@ -176,6 +181,11 @@ class Likelihood(nn.Module):
 
     def encoder_input(self, x: Tensor) -> Tensor:
         return x
+
+    @property
+    def network_shape(self) -> tuple[int, ...]:
+        """Shape of the encoder's input row and of each decoder output map (the data's)."""
+        return self.event_shape
 
     def _event_dims(self) -> int:
         return len(self.event_shape)

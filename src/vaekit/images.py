@@ -56,6 +56,10 @@ def save_png(path: str | Path, array: np.ndarray) -> Path:
 
 
 def _to_unit(model, x: Tensor) -> Tensor:
+    """Images to [0, 1]; a likelihood with its own ``display`` (e.g. text tokens) decides."""
+    display = getattr(model.likelihood, "display", None)
+    if display is not None:
+        return display(x)
     return model.likelihood.encoder_input(x).clamp(0, 1)
 
 
@@ -67,14 +71,15 @@ def samples(model, n: int = 64, *, temperature: float = 1.0, seed: int = 0) -> T
 
 
 @torch.no_grad()
-def reconstructions(model, x: Tensor) -> Tensor:
+def reconstructions(model, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """Inputs and E[x | z = posterior mean] interleaved in pairs of rows, in [0, 1]."""
-    recon = model.decode(model.encode(x, check=False).mean).mean
+    with model.given(labels):  # a conditional model reconstructs given each input's label
+        recon = model.decode(model.encode(x, check=False).mean).mean
     pairs = torch.stack([_to_unit(model, x.float()), _to_unit(model, recon)], 1)  # (N, 2, C, H, W)
     n = len(x)
     cols = min(n, 8)
     rows = math.ceil(n / cols)
-    pairs = torch.cat([pairs, pairs[:1].expand(rows * cols - n, -1, -1, -1, -1)], 0)[: rows * cols]
+    pairs = torch.cat([pairs, pairs[:1].expand(rows * cols - n, *pairs.shape[1:])])[: rows * cols]
     # (rows, cols, 2, ...) → (rows, 2, cols, ...): an input row followed by its reconstruction row.
     return pairs.view(rows, cols, 2, *x.shape[1:]).transpose(1, 2).reshape(-1, *x.shape[1:])
 
@@ -87,7 +92,9 @@ def interpolation(model, x_a: Tensor, x_b: Tensor, steps: int = 10, path: str = 
     return _to_unit(model, model.decode(PATHS[path](mu[0], mu[1], steps)).mean)
 
 
-def write_run_pictures(model, x_test: Tensor, out: str | Path) -> dict[str, Path]:
+def write_run_pictures(
+    model, x_test: Tensor, out: str | Path, labels: Tensor | None = None
+) -> dict[str, Path]:
     """Write ``samples.png`` (64 prior draws) and ``reconstructions.png`` (32 test inputs)."""
     if not is_image(model.event_shape):
         return {}
@@ -95,6 +102,11 @@ def write_run_pictures(model, x_test: Tensor, out: str | Path) -> dict[str, Path
     return {
         "samples": save_png(out / "samples.png", grid(samples(model, 64), nrow=8)),
         "reconstructions": save_png(
-            out / "reconstructions.png", grid(reconstructions(model, x_test[:32]), nrow=8)
+            out / "reconstructions.png",
+            grid(reconstructions(model, x_test[:32], _first(labels, 32)), nrow=8),
         ),
     }
+
+
+def _first(labels: Tensor | None, n: int) -> Tensor | None:
+    return None if labels is None else labels[:n]

@@ -1,14 +1,38 @@
-"""Moving through latent space: paths between codes.
+"""Moving through latent space: codes, paths, traversals, attribute vectors and 2-D maps.
 
-Latent codes are posterior means ``(B, D)``; paths are ``(steps, D)``.
+Works for every model family through ``model.encode`` / ``decode`` / ``prior`` only. Data ``x`` are
+``(N, *event_shape)`` in the likelihood's support; codes are posterior means ``(N, D)``; paths are
+``(steps, D)``; several codes for several inputs are ``(S, B, D)``, sample dimension first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["lerp", "slerp", "PATHS"]
+from .distributions import kl_per_dim
+
+__all__ = [
+    "lerp",
+    "slerp",
+    "PATHS",
+    "encode",
+    "decode_mean",
+    "kl_by_dim",
+    "dims_by_kl",
+    "traversal",
+    "index_mask",
+    "attribute_vector",
+    "apply_attribute",
+    "latent_map",
+    "MAPS",
+]
+
+
+# ---- paths ---------------------------------------------------------------------------------------
 
 
 def lerp(z_a: Tensor, z_b: Tensor, steps: int) -> Tensor:
@@ -19,15 +43,176 @@ def lerp(z_a: Tensor, z_b: Tensor, steps: int) -> Tensor:
 
 def slerp(z_a: Tensor, z_b: Tensor, steps: int) -> Tensor:
     """Spherical interpolation: the great-circle path between the directions of z_a and z_b,
-    with the norm interpolated linearly (so endpoints are exact); ``(steps, D)``."""
+    with the norm interpolated linearly (so endpoints are exact); ``(steps, D)``.
+
+    direction(t) = cos(tω)·u_a + sin(tω)·u_⊥, ω = ∠(z_a, z_b), u_⊥ the unit vector towards z_b
+    orthogonal to u_a (any orthogonal one when z_b = −c·z_a, where the great circle is not unique).
+    """
     t = torch.linspace(0, 1, steps, dtype=z_a.dtype).unsqueeze(1)
     na, nb = z_a.norm(), z_b.norm()
+    if na < 1e-12 or nb < 1e-12 or z_a.numel() < 2:
+        return lerp(z_a, z_b, steps)
     ua, ub = z_a / na, z_b / nb
-    omega = torch.arccos((ua * ub).sum().clamp(-1 + 1e-7, 1 - 1e-7))
+    cos = (ua * ub).sum().clamp(-1, 1)
+    omega = torch.arccos(cos)
     if omega < 1e-4:
         return lerp(z_a, z_b, steps)
-    direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / torch.sin(omega)
-    return direction * ((1 - t) * na + t * nb)
+    perp = ub - cos * ua
+    if perp.norm() < 1e-6:  # antipodal: go through the axis least aligned with u_a
+        axis = torch.zeros_like(ua)
+        axis[ua.abs().argmin()] = 1.0
+        perp = axis - (axis * ua).sum() * ua
+    perp = perp / perp.norm()
+    direction = torch.cos(t * omega) * ua + torch.sin(t * omega) * perp
+    path = direction * ((1 - t) * na + t * nb)
+    path[-1] = z_b  # exact endpoint (the formula is exact up to rounding)
+    return path
 
 
 PATHS = {"linear": lerp, "slerp": slerp}
+
+
+# ---- encoding a dataset ----------------------------------------------------------------------
+
+
+def _batches(model, x: Tensor, batch_size: int):
+    """q(z|x) for consecutive ``batch_size`` slices of ``x`` (checked once, up front)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if len(x) == 0:
+        raise ValueError("no examples to encode")
+    model.eval()
+    model.check(x[:1])
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        yield model.encode(xb if xb.is_floating_point() else xb.float())
+
+
+@torch.no_grad()
+def encode(
+    model, x: Tensor, *, batch_size: int = 512, sample: bool = False, seed: int = 0
+) -> Tensor:
+    """Posterior means E_q[z|x] of every row of ``x`` (any N, ``batch_size`` rows at a time), or
+    with ``sample=True`` one draw z ~ q(z|x) per row (seeded; the global RNG is left alone);
+    ``(N, D)``."""
+    if not sample:
+        return torch.cat([qz_x.mean for qz_x in _batches(model, x, batch_size)])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.cat([qz_x.sample() for qz_x in _batches(model, x, batch_size)])
+
+
+@torch.no_grad()
+def kl_by_dim(model, x: Tensor, *, batch_size: int = 512, seed: int = 0) -> Tensor:
+    """Mean over ``x`` of KL(q(z|x) ‖ p(z)) per latent dimension (``distributions.kl_per_dim``:
+    analytic where torch knows the pair, else Monte-Carlo, seeded); ``(D,)`` nats."""
+    total, pz = 0.0, model.prior()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for qz_x in _batches(model, x, batch_size):
+            total = total + kl_per_dim(qz_x, pz).sum(0)
+    return total / len(x)
+
+
+def dims_by_kl(model, x: Tensor, *, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """Latent dimensions ordered by use: (indices by decreasing mean KL ``(D,)``, that KL).
+
+    Ties (e.g. a prior without per-dimension KL, whose KL is spread evenly) are broken by the
+    variance of the posterior means over ``x``, the other usual measure of use."""
+    kl = kl_by_dim(model, x, batch_size=batch_size)
+    by_var = torch.argsort(encode(model, x, batch_size=batch_size).var(0), descending=True)
+    order = by_var[torch.argsort(kl[by_var], descending=True, stable=True)]
+    return order, kl[order]
+
+
+# ---- traversals and attributes ---------------------------------------------------------------
+
+
+def traversal(z: Tensor, dims: Sequence[int], values: Tensor) -> Tensor:
+    """Copies of one code ``z`` ``(D,)`` with coordinate ``dims[k]`` set to ``values[v]``.
+
+    Returns ``(K, V, D)``: one row per traversed dimension, one column per value.
+    """
+    if z.dim() != 1:
+        raise ValueError(f"traversal takes one code of shape (D,), got {tuple(z.shape)}")
+    d = z.shape[0]
+    for dim in dims:
+        if not 0 <= dim < d:
+            raise ValueError(f"latent dimension {dim} is outside 0..{d - 1}")
+    values = torch.as_tensor(values, dtype=z.dtype)
+    out = z.expand(len(dims), len(values), d).clone()
+    for k, dim in enumerate(dims):
+        out[k, :, dim] = values
+    return out
+
+
+def index_mask(n: int, indices: Sequence[int]) -> Tensor:
+    """A boolean mask ``(n,)`` that is True at ``indices`` (each checked to lie in 0..n−1)."""
+    mask = torch.zeros(n, dtype=torch.bool)
+    for i in indices:
+        if not 0 <= int(i) < n:
+            raise ValueError(f"index {i} is outside 0..{n - 1}")
+        mask[int(i)] = True
+    return mask
+
+
+def attribute_vector(z: Tensor, positive: Tensor, negative: Tensor | None = None) -> Tensor:
+    """v = mean(z[positive]) − mean(z[negative]); ``(D,)``.
+
+    ``z`` are codes ``(N, D)``; ``positive`` / ``negative`` boolean masks ``(N,)`` (e.g.
+    ``labels == 7`` or ``index_mask(N, [3, 17])``). ``negative`` defaults to "not positive", so v
+    points from examples without the attribute to examples with it.
+    """
+    positive = torch.as_tensor(positive, dtype=torch.bool)
+    negative = ~positive if negative is None else torch.as_tensor(negative, dtype=torch.bool)
+    for name, mask in (("positive", positive), ("negative", negative)):
+        if mask.shape != z.shape[:1]:
+            raise ValueError(f"{name} mask has shape {tuple(mask.shape)}, expected ({len(z)},)")
+        if not mask.any():
+            raise ValueError(f"the {name} set of an attribute vector is empty")
+    if (positive & negative).any():
+        raise ValueError("an example cannot be both with and without the attribute")
+    return z[positive].mean(0) - z[negative].mean(0)
+
+
+def apply_attribute(z: Tensor, vector: Tensor, alphas: Sequence[float] | Tensor) -> Tensor:
+    """z + α·v for every α: codes ``(B, D)``, v ``(D,)``, α ``(A,)`` → ``(A, B, D)``."""
+    alphas = torch.as_tensor(alphas, dtype=z.dtype).reshape(-1, 1, 1)  # (A, 1, 1)
+    return z.unsqueeze(0) + alphas * vector
+
+
+# ---- 2-D maps --------------------------------------------------------------------------------
+
+
+def _pca(z: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=seed).fit_transform(z)
+
+
+def _tsne(z: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, max(1.0, (len(z) - 1) / 3)))
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
+
+
+MAPS = {"pca": _pca, "tsne": _tsne}
+
+
+def latent_map(z: Tensor, method: str = "pca", *, seed: int = 0) -> np.ndarray:
+    """A 2-D picture of codes ``(N, D)`` by PCA or t-SNE (scikit-learn); ``(N, 2)`` float32."""
+    if method not in MAPS:
+        raise ValueError(f"unknown latent map {method!r}; choose one of {sorted(MAPS)}")
+    if len(z) < 3:
+        raise ValueError(f"a latent map needs at least 3 codes, got {len(z)}")
+    z = z.detach().cpu().double().numpy()
+    if z.shape[1] == 1:  # one latent dimension: plot it against zero
+        return np.concatenate([z, np.zeros_like(z)], 1).astype(np.float32)
+    return MAPS[method](z, seed).astype(np.float32)
+
+
+@torch.no_grad()
+def decode_mean(model, z: Tensor) -> Tensor:
+    """E[x|z] for codes ``(*S, B, D)``: ``(*S, B, *event_shape)`` in the likelihood's support."""
+    return model.decode(z).mean

@@ -1,9 +1,13 @@
 """Objectives: functions of (model, x), separate from models.
 
 A *bound* (ELBO, IWAE) is maximized, a *loss* is minimized; both are in nats per example. Each
-objective returns an ``ObjectiveResult``: ``loss`` is the scalar the optimizer minimizes (which may
-be a surrogate, e.g. β-weighted), while ``bound``, ``log_px_z`` and ``kl`` are the true per-example
-quantities that are logged.
+objective returns an ``ObjectiveResult``: ``loss`` is the scalar the optimizer minimizes (its value
+is the β-weighted / free-bits loss, its gradient is the chosen estimator's), while ``bound``,
+``log_px_z`` and ``kl`` are the true per-example quantities that are logged — never a surrogate.
+
+Options of the training objective (``ObjectiveConfig``, built by ``objective_from_config``):
+β-ELBO, KL warm-up of β (linear, cyclical), free bits, IWAE with K samples, and the gradient
+estimator of the encoder's parameters (``estimators``: reparam, score, stl, dreg).
 """
 
 from __future__ import annotations
@@ -12,11 +16,28 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .distributions import kl_per_dim
+from .estimators import (
+    BASELINES,
+    Baseline,
+    detached_posterior,
+    score_term,
+    square_importance_weights,
+    with_gradient_of,
+)
 
-__all__ = ["ObjectiveResult", "elbo", "iwae", "log_weights", "OBJECTIVES", "objective_from_config"]
+__all__ = [
+    "ObjectiveResult",
+    "elbo",
+    "iwae",
+    "log_weights",
+    "kl_weight",
+    "Objective",
+    "OBJECTIVES",
+    "objective_from_config",
+]
 
 
 @dataclass
@@ -40,19 +61,68 @@ class ObjectiveResult:
             }
 
 
-def elbo(model, x: Tensor, *, beta: float = 1.0, n_samples: int = 1) -> ObjectiveResult:
+def elbo(
+    model,
+    x: Tensor,
+    *,
+    beta: float = 1.0,
+    n_samples: int = 1,
+    free_bits: float = 0.0,
+    estimator: str = "reparam",
+    baseline: Baseline | None = None,
+    qz_x=None,
+    free_bits_groups: list[int] | None = None,
+) -> ObjectiveResult:
     """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) || p(z)), estimated with ``n_samples`` draws of z.
 
-    The loss is −mean_B(E_q[log p(x|z)] − β·KL); the reported bound always uses β = 1.
+    loss = −mean_B E_q[log p(x|z)] + β·Σ_d max(λ, mean_B KL_d) with λ = ``free_bits`` nats per
+    latent dimension (Kingma et al., 2016); the reported bound always uses β = 1 and no floor.
     KL is analytic when torch registers it for (q, p), else Monte-Carlo on the same draws.
+    ``estimator``: ``reparam`` (pathwise), ``score`` (REINFORCE on E_q[log p(x|z)] with the
+    optional ``baseline``; the analytic KL keeps its exact gradient) or ``stl`` (pathwise on the
+    single-sample ELBO log p(x,z) − log q(z|x) with q's parameters held fixed; no free bits).
+    ``qz_x`` replaces the encoder's posterior (per-example inference, ``inference.refine``).
+    ``free_bits_groups`` (sizes of consecutive groups of latent dimensions, e.g. the layers of a
+    hierarchical model) puts the floor on each group's KL instead: β·Σ_g max(λ, mean_B KL_g).
     """
-    qz_x = model.encode(x, check=False)
-    z = qz_x.rsample((n_samples,))  # (S, B, D)
-    log_px_z = model.decode(z).log_prob(x).mean(0)  # (B,)
-    kl_d = kl_per_dim(qz_x, model.prior(), z)  # (B, D)
+    qz_x = model.encode(x, check=False) if qz_x is None else qz_x
+    pz = model.prior()
+    draw = qz_x.sample if estimator == "score" else qz_x.rsample  # score: no gradient through z
+    z = draw((n_samples,))  # (S, B, D)
+    log_px_z_s = model.decode(z).log_prob(x)  # (S, B)
+    log_px_z = log_px_z_s.mean(0)  # (B,)
+    # A Monte-Carlo KL (no analytic form) needs reparameterized draws: its own for score.
+    kl_d = kl_per_dim(qz_x, pz, None if estimator == "score" else z)  # (B, D)
     kl = kl_d.sum(-1)
-    loss = -(log_px_z - beta * kl).mean()
-    return ObjectiveResult(loss, log_px_z - kl, log_px_z, kl, kl_d)
+    bound = log_px_z - kl
+    kl_term = kl if free_bits <= 0 else _floored_kl(kl_d.mean(0), free_bits, free_bits_groups)
+    loss = -(log_px_z - beta * kl_term).mean()
+    if estimator == "score":
+        signal = log_px_z_s.detach()  # (S, B)
+        b = 0.0
+        extra = loss.new_zeros(())
+        if baseline is not None:
+            x_flat = model.likelihood.encoder_input(x).flatten(1)
+            b = baseline(x_flat)  # (B,)
+            extra = baseline.loss(signal, b)
+            baseline.update(signal)
+        surrogate = loss - score_term(signal, qz_x.log_prob(z), b).mean(0).mean()
+        loss = with_gradient_of(loss, surrogate + extra)
+    elif estimator == "stl":
+        if free_bits > 0:
+            raise ValueError("free bits need the analytic KL; use estimator reparam or score")
+        log_r = pz.log_prob(z) - detached_posterior(qz_x).log_prob(z)  # (S, B)
+        loss = with_gradient_of(loss, -(log_px_z_s + beta * log_r).mean())
+    elif estimator != "reparam":
+        raise ValueError(f"elbo takes estimator reparam, score or stl, not {estimator!r}")
+    return ObjectiveResult(loss, bound, log_px_z, kl, kl_d)
+
+
+def _floored_kl(kl_mean: Tensor, free_bits: float, groups: list[int] | None) -> Tensor:
+    """Σ max(λ, KL) over latent dimensions, or over groups of them (sizes ``groups``)."""
+    if groups:
+        kl_mean = torch.stack([g.sum() for g in kl_mean.split(list(groups))])
+    return kl_mean.clamp_min(free_bits).sum()
 
 
 def log_weights(model, x: Tensor, qz_x, k: int) -> tuple[Tensor, Tensor]:
@@ -61,36 +131,131 @@ def log_weights(model, x: Tensor, qz_x, k: int) -> tuple[Tensor, Tensor]:
     Returns ``(log_w, log_px_z)``, each ``(K, B)``, nats.
     """
     z = qz_x.rsample((k,))  # (K, B, D)
+    return _log_weights_at(model, x, z, qz_x)
+
+
+def _log_weights_at(model, x: Tensor, z: Tensor, qz_x) -> tuple[Tensor, Tensor]:
     log_px_z = model.decode(z).log_prob(x)  # (K, B)
     log_w = log_px_z + model.prior().log_prob(z) - qz_x.log_prob(z)
     return log_w, log_px_z
 
 
-def iwae(model, x: Tensor, *, k: int = 5, beta: float = 1.0) -> ObjectiveResult:
-    """IWAE bound L_K = E[log (1/K) Σ_k p(x, z_k) / q(z_k|x)] ≥ ELBO (Burda et al., 2015).
+def iwae(
+    model, x: Tensor, *, k: int = 5, beta: float = 1.0, estimator: str = "reparam"
+) -> ObjectiveResult:
+    """IWAE bound L_K = E[log (1/K) Σ_k w_k], w_k = p(x, z_k)/q(z_k|x) ≥ ELBO (Burda et al., 2015).
 
-    Trained with the plain pathwise gradient of L_K. ``beta`` must be 1 (no β-IWAE).
+    ``estimator``: ``reparam`` (plain pathwise gradient of L_K), ``stl`` (q's parameters held fixed
+    in log w; unbiased for K = 1, biased for K > 1) or ``dreg`` (doubly reparameterized, unbiased).
+    The bound's value is the same for all three. ``beta`` must be 1 (no β-IWAE).
     """
     if beta != 1.0:
         raise ValueError("the IWAE objective has no β weight; use objective elbo for β-VAE")
+    if estimator not in ("reparam", "stl", "dreg"):
+        raise ValueError(f"iwae takes estimator reparam, stl or dreg, not {estimator!r}")
     qz_x = model.encode(x, check=False)
-    log_w, log_px_z = log_weights(model, x, qz_x, k)
+    z = qz_x.rsample((k,))  # (K, B, D)
+    q_for_weights = qz_x if estimator == "reparam" else detached_posterior(qz_x)
+    log_w, log_px_z = _log_weights_at(model, x, z, q_for_weights)  # (K, B)
+    if estimator == "dreg":
+        square_importance_weights(z, log_w)
     bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,)
     kl_d = kl_per_dim(qz_x, model.prior())
     return ObjectiveResult(-bound.mean(), bound, log_px_z.mean(0), kl_d.sum(-1), kl_d)
 
 
+def kl_weight(step: int | None, cfg) -> float:
+    """β at optimizer step ``step`` under KL warm-up (``None``: after warm-up).
+
+    ``linear``: β·min(1, t/T); ``cyclical`` (Fu et al., 2019): β·min(1, (t mod T)/(R·T)) with T =
+    ``warmup_steps`` per cycle and R = ``warmup_ratio``; ``none``: β.
+    """
+    if cfg.warmup == "none" or step is None:
+        return cfg.beta
+    t = step if cfg.warmup == "linear" else step % cfg.warmup_steps
+    ramp = cfg.warmup_steps if cfg.warmup == "linear" else cfg.warmup_ratio * cfg.warmup_steps
+    return cfg.beta * min(1.0, t / ramp)
+
+
 OBJECTIVES = {"elbo": elbo, "iwae": iwae}
+_ESTIMATORS_OF = {"elbo": ("reparam", "score", "stl"), "iwae": ("reparam", "stl", "dreg")}
+WARMUPS = ("none", "linear", "cyclical")
 
 
-def objective_from_config(cfg):
-    """A function ``f(model, x) -> ObjectiveResult`` from an ``ObjectiveConfig``."""
-    try:
-        fn = OBJECTIVES[cfg.name]
-    except KeyError:
+class Objective(nn.Module):
+    """A configured objective ``f(model, x, step=None) -> ObjectiveResult``.
+
+    A module so that what an objective learns or tracks (the score-function baseline) is
+    optimized and checkpointed by the trainer through ``parameters()`` and ``state_dict()``.
+    """
+
+    def __init__(self, cfg, n_inputs: int | None = None):
+        super().__init__()
+        _validate(cfg)
+        self.cfg = cfg
+        self.baseline = None
+        if cfg.estimator == "score" and cfg.baseline != "none":
+            if cfg.baseline == "learned" and n_inputs is None:
+                raise ValueError("a learned baseline needs objective_from_config(cfg, model)")
+            self.baseline = Baseline(n_inputs if cfg.baseline == "learned" else None)
+
+    def kl_weight(self, step: int | None) -> float:
+        return kl_weight(step, self.cfg)
+
+    def forward(self, model, x: Tensor, step: int | None = None) -> ObjectiveResult:
+        c = self.cfg
+        if c.name == "iwae":
+            return iwae(model, x, k=c.n_samples, estimator=c.estimator)
+        return elbo(
+            model,
+            x,
+            beta=self.kl_weight(step),
+            n_samples=c.n_samples,
+            free_bits=c.free_bits,
+            estimator=c.estimator,
+            baseline=self.baseline,
+            free_bits_groups=_groups(model) if c.free_bits_per == "group" else None,
+        )
+
+
+def _groups(model) -> list[int]:
+    """Free-bits groups of ``free_bits_per: group``: a hierarchical model's layers, else all z."""
+    return getattr(model, "latent_groups", None) or [model.latent_dim]
+
+
+def _validate(cfg) -> None:
+    """Clear errors for an unknown or inconsistent ``ObjectiveConfig``."""
+    if cfg.name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {cfg.name!r}; choose from {sorted(OBJECTIVES)}")
+    if cfg.estimator not in _ESTIMATORS_OF[cfg.name]:
         raise ValueError(
-            f"unknown objective {cfg.name!r}; choose from {sorted(OBJECTIVES)}"
-        ) from None
-    if fn is iwae:
-        return lambda model, x: iwae(model, x, k=cfg.n_samples, beta=cfg.beta)
-    return lambda model, x: elbo(model, x, beta=cfg.beta, n_samples=cfg.n_samples)
+            f"objective {cfg.name} takes estimator {' | '.join(_ESTIMATORS_OF[cfg.name])}, "
+            f"not {cfg.estimator!r}"
+        )
+    if cfg.baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {cfg.baseline!r}; choose from {list(BASELINES)}")
+    if cfg.warmup not in WARMUPS:
+        raise ValueError(f"unknown warmup {cfg.warmup!r}; choose from {list(WARMUPS)}")
+    if cfg.warmup != "none" and not cfg.warmup_steps > 0:
+        raise ValueError(f"warmup {cfg.warmup} needs objective.warmup_steps > 0")
+    if not 0.0 < cfg.warmup_ratio <= 1.0:
+        raise ValueError(f"objective.warmup_ratio must be in (0, 1], got {cfg.warmup_ratio}")
+    if int(cfg.n_samples) < 1:
+        raise ValueError(f"objective.n_samples must be at least 1, got {cfg.n_samples}")
+    if cfg.free_bits_per not in ("dim", "group"):
+        raise ValueError(f"objective.free_bits_per must be dim or group, not {cfg.free_bits_per!r}")
+    if cfg.beta < 0 or cfg.free_bits < 0:
+        raise ValueError("objective.beta and objective.free_bits must be non-negative")
+    if cfg.name == "iwae" and (cfg.beta != 1.0 or cfg.warmup != "none" or cfg.free_bits > 0):
+        raise ValueError(
+            "the IWAE objective has no KL term to weight: β, warm-up and free bits apply to "
+            "objective elbo"
+        )
+
+
+def objective_from_config(cfg, model=None) -> Objective:
+    """The training objective ``f(model, x, step=None)`` of an ``ObjectiveConfig``.
+
+    ``model`` sizes a learned score-function baseline (its input is the model's data).
+    """
+    return Objective(cfg, None if model is None else model.n_dims)

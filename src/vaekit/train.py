@@ -22,10 +22,11 @@ from tqdm import tqdm
 from . import images
 from .checkpoint import load_config_of, load_state, save_checkpoint
 from .config import Config
-from .data import load_dataset
+from .data import Dataset, load_dataset
 from .evaluation import evaluate
-from .model import build_model
+from .model import adopt_dataset, build_model
 from .objectives import objective_from_config
+from .tabular import adopt_table_schema
 from .transforms import DataPrep
 
 __all__ = ["train", "NonFiniteError", "lr_at"]
@@ -56,7 +57,13 @@ def _nonfinite_term(res) -> str:
 
 
 def train(
-    cfg: Config | None, out: str | Path, *, resume: bool = False, data_dir=None, log=print
+    cfg: Config | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    data_dir=None,
+    log=print,
+    dataset: Dataset | None = None,
 ) -> Path:
     """Train a VAE and write a run directory at ``out``; with ``resume=True`` continue it.
 
@@ -76,22 +83,29 @@ def train(
         cfg = saved
     tc = cfg.train
     torch.set_num_threads(tc.threads)
-    torch.use_deterministic_algorithms(tc.deterministic)
+    if torch.are_deterministic_algorithms_enabled() != tc.deterministic:
+        torch.use_deterministic_algorithms(tc.deterministic)  # its first call costs ~2 s of imports
     torch.manual_seed(tc.seed)
 
     # ---- data and model ----------------------------------------------------------------------
-    ds = load_dataset(
+    ds = dataset or load_dataset(  # ``dataset``: in-memory data (e.g. a DataFrame's table)
         cfg.data.dataset, data_dir, train_limit=cfg.data.train_limit, test_limit=cfg.data.test_limit
     )
     cfg.model.event_shape = list(ds.event_shape)
+    if ds.schema is not None:  # a table brings its likelihood: column types and statistics
+        adopt_table_schema(cfg.model, ds.schema, resume)
+    adopt_dataset(cfg.model, ds)  # a text vocabulary, a cvae's number of classes
     model = build_model(cfg.model)
     prep = DataPrep(model.likelihood, cfg.data.binarize)
     cfg.data.binarize = prep.binarize
     x_test = prep.fixed(ds.test, seed=cfg.data.eval_seed)
     model.check(x_test)  # one clear error up front instead of NaNs later
     model.check(prep(ds.train[: tc.batch_size], torch.Generator().manual_seed(0)))
-    objective = objective_from_config(cfg.objective)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    objective = objective_from_config(cfg.objective, model)  # may learn (a baseline): optimized
+    # fused Adam: one kernel per step on the CPU instead of a Python loop over parameters.
+    optimizer = torch.optim.Adam(
+        [*model.parameters(), *objective.parameters()], lr=tc.lr, fused=True
+    )
     gen = torch.Generator().manual_seed(tc.seed)  # data order and binarization
 
     n = len(ds.train)
@@ -104,6 +118,9 @@ def train(
         torch.set_rng_state(tensors["rng.torch"])
         gen.set_state(tensors["rng.data"])
         perm = tensors.get("data.perm")
+        objective.load_state_dict(
+            {k[len("objective.") :]: v for k, v in tensors.items() if k.startswith("objective.")}
+        )
         log(f"resuming {out} at epoch {epoch + 1}, step {step}")
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -114,13 +131,15 @@ def train(
     writer = SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
     stop = _StopFlag()
     t_start = time.monotonic()
-    nonfinite_run = nonfinite_total = 0
+    step_seconds = 0.0
+    nonfinite_run = nonfinite_total = grad_skipped = 0
     state = {"epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch}
 
     def checkpoint(perm_now) -> None:
         tensors = {"rng.torch": torch.get_rng_state(), "rng.data": gen.get_state()}
         if perm_now is not None:
             tensors["data.perm"] = perm_now
+        tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
         save_checkpoint(out, cfg, model, optimizer, dict(state, nonfinite=nonfinite_total), tensors)
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -138,17 +157,21 @@ def train(
             file=sys.stderr,
         )
         for b in bar:
-            x = prep(ds.train[perm[b * tc.batch_size : (b + 1) * tc.batch_size]], gen)
+            t_step = time.perf_counter()
+            idx = perm[b * tc.batch_size : (b + 1) * tc.batch_size]
+            x = prep(ds.train[idx], gen)
+            y = None if ds.train_labels is None else ds.train_labels[idx]  # for conditional models
             lr = lr_at(step, total_steps, tc)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            res = objective(model, x)
+            with model.given(y):
+                res = objective(model, x, step=step)
             optimizer.zero_grad(set_to_none=True)
             res.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), tc.clip_norm or float("inf")
-            )
-            if not (torch.isfinite(res.loss) and torch.isfinite(grad_norm)):
+            grad_norm = _clip_gradients(model, tc.clip_norm)
+            if tc.grad_skip and torch.isfinite(grad_norm) and grad_norm > tc.grad_skip:
+                grad_skipped += 1  # a gradient spike: no update (as in NVAE / VDVAE)
+            elif not (torch.isfinite(res.loss) and torch.isfinite(grad_norm)):
                 nonfinite_run += 1
                 nonfinite_total += 1
                 if nonfinite_run >= tc.max_nonfinite:
@@ -165,11 +188,12 @@ def train(
                     sums[key] += m[key]
                 counted += 1
             step += 1
+            step_seconds += time.perf_counter() - t_step
             batch_in_epoch = b + 1
             state.update(step=step, batch_in_epoch=batch_in_epoch)
             if step % 50 == 0:
                 bar.set_postfix(elbo=f"{sums['bound'] / max(counted, 1):.2f}")
-                writer.add_scalar("train/loss", float(res.loss), step)
+                writer.add_scalar("train/loss", float(res.loss.detach()), step)
             if _should_stop(tc, step, t_start, stop):
                 bar.close()
                 checkpoint(perm)
@@ -186,12 +210,17 @@ def train(
             "epoch": epoch,
             "step": step,
             "lr": lr,
+            "kl_weight": objective.kl_weight(step),
             "time_s": round(time.monotonic() - t_start, 2),
+            "step_time_s": round(step_seconds, 2),  # time in optimizer steps alone
             "nonfinite_steps": nonfinite_total,
+            "grad_skipped_steps": grad_skipped,
         }
         row.update({f"train_{k}": v / max(counted, 1) for k, v in sums.items()})
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
-            ev = evaluate(model, x_test, k=0, batch_size=1000, seed=cfg.data.eval_seed)
+            ev = evaluate(
+                model, x_test, k=0, batch_size=1000, seed=cfg.data.eval_seed, labels=ds.test_labels
+            )
             row.update(
                 {
                     "test_elbo": ev["elbo"],
@@ -201,13 +230,21 @@ def train(
                     "kl_per_dim": ev["kl_per_dim"],
                 }
             )
-        _log_epoch(out, writer, row, model if tc.images else None, x_test)
+            if "kl_per_layer" in ev:  # hierarchical models
+                row["test_kl_per_layer"] = ev["kl_per_layer"]
+        _log_epoch(out, writer, row, model if tc.images else None, x_test, ds.test_labels)
         log(_summary(row, tc.epochs))
         if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
             checkpoint(None)
 
     if tc.images:
-        images.write_run_pictures(model, x_test, out)
+        images.write_run_pictures(model, x_test, out, labels=ds.test_labels)
+        try:  # the report is a convenience: its failure must never lose the trained run
+            from .report import write_report
+
+            log(f"report: {write_report(out, model, x_test, ds.test_labels)}")
+        except Exception as e:
+            log(f"report not written ({type(e).__name__}: {e}); try `vaekit report {out}`")
     writer.close()
     return out
 
@@ -229,6 +266,16 @@ class _StopFlag:
         self.set = True
 
 
+def _clip_gradients(model, max_norm: float) -> torch.Tensor:
+    """Total gradient norm of ``model``; gradients are rescaled to ``max_norm`` only when it is
+    exceeded (0 = never). Non-finite norms are returned unchanged for the caller to skip."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    if max_norm and torch.isfinite(norm) and norm > max_norm:
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm, foreach=True)
+    return norm
+
+
 def _should_stop(tc, step: int, t_start: float, stop: _StopFlag) -> bool:
     if stop.set:
         return True
@@ -237,7 +284,7 @@ def _should_stop(tc, step: int, t_start: float, stop: _StopFlag) -> bool:
     return tc.time_limit is not None and time.monotonic() - t_start >= 60.0 * tc.time_limit
 
 
-def _log_epoch(out: Path, writer, row: dict, model, x_test) -> None:
+def _log_epoch(out: Path, writer, row: dict, model, x_test, y_test=None) -> None:
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     for key, value in row.items():
@@ -249,7 +296,9 @@ def _log_epoch(out: Path, writer, row: dict, model, x_test) -> None:
         )
         writer.add_image(
             "reconstructions",
-            images.grid(images.reconstructions(model, x_test[:32])),
+            images.grid(
+                images.reconstructions(model, x_test[:32], None if y_test is None else y_test[:32])
+            ),
             row["step"],
             dataformats="HWC",
         )

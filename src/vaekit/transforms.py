@@ -34,7 +34,9 @@ class DataPrep:
         if raw.dtype != torch.uint8:
             return raw.float()
         if self.binarize == "dynamic":
-            return torch.bernoulli(raw.float() / 255.0, generator=generator)
+            # x ~ Bernoulli(k/255) as 255·u < k, u ~ U(0, 1): one pass, faster than torch.bernoulli
+            u = torch.rand(raw.shape, generator=generator, device=raw.device)
+            return (u.mul_(255.0) < raw).float()
         return self.likelihood.prepare(raw, generator)
 
     def fixed(self, raw: Tensor, seed: int = 0) -> Tensor:

@@ -1,0 +1,242 @@
+"""The latent-space explorer: a FastAPI app serving one static page and a small JSON API.
+
+``create_app(model, x, labels)`` encodes the items ``x`` ``(N, *event_shape)`` (values in the
+likelihood's support) once, orders the latent dimensions by KL and computes a 2-D map; every request
+then decodes a few codes. Every input is validated (length, finiteness, range, indices): a
+malformed request gets a 4xx answer ``{"error": message}``, never a crash. Outputs are rendered as
+``{"image": data-URI PNG}`` for images, else ``{"values": [...]}`` (the page draws bars).
+
+    GET  /                 the page           GET  /api/info          run, dims by KL, sliders
+    GET  /api/map?method=  PCA / t-SNE        GET  /api/item/{i}      input, reconstruction, code
+    POST /api/decode       {z}                POST /api/interpolate   {a, b, steps, path}
+    POST /api/sample       {n, temperature, seed}
+    POST /api/attribute    {item, alpha, positive: {labels | indices}, negative: ... | null}
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the request models defined inside
+# ``create_app`` from the endpoints' live annotations.
+import base64
+import io
+import threading
+from importlib import resources
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .. import images
+from ..latent import (
+    PATHS,
+    apply_attribute,
+    attribute_vector,
+    decode_mean,
+    dims_by_kl,
+    encode,
+    index_mask,
+    latent_map,
+)
+
+__all__ = ["create_app", "serve", "Z_MAX", "MAX_BODY_BYTES"]
+
+Z_MAX = 10.0  # |z_d| accepted from the page (the prior N(0, 1) puts 1e-23 mass beyond 10)
+ALPHA_MAX = 10.0
+MAX_BODY_BYTES = 1 << 20
+MAX_STEPS = 64
+MAX_SAMPLES = 64
+MAX_TEMPERATURE = 3.0
+
+
+def render(model, x: Tensor) -> list[dict]:
+    """Values ``(B, *event_shape)`` → one ``{"image": PNG data URI}`` (images) or
+    ``{"values": [...]}`` (anything else) per row."""
+    if images.is_image(model.event_shape):
+        unit = images._to_unit(model, x)
+        out = []
+        for row in unit:
+            buf = io.BytesIO()
+            Image.fromarray(images.grid(row[None], nrow=1, pad=0)).save(buf, format="PNG")
+            out.append(
+                {"image": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()}
+            )
+        return out
+    return [{"values": [round(float(v), 5) for v in row.flatten()]} for row in x]
+
+
+def create_app(
+    model, x: Tensor, labels: Tensor | None = None, *, name: str = "", n_sliders: int = 12
+):
+    """The explorer for ``model`` on items ``x`` with optional integer ``labels`` ``(N,)``."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+    if len(x) < 2:
+        raise ValueError("the explorer needs at least two items")
+    model.eval()
+    d = model.latent_dim
+    z_items = encode(model, x)  # (N, D)
+    order, kl = dims_by_kl(model, x)
+    maps: dict[str, np.ndarray] = {"pca": latent_map(z_items, "pca")}
+    map_lock = threading.Lock()
+    label_list = None if labels is None else [int(v) for v in labels]
+    n = len(x)
+
+    finite = Annotated[float, Field(allow_inf_nan=False, ge=-Z_MAX, le=Z_MAX)]
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class DecodeRequest(Strict):
+        z: list[finite] = Field(min_length=d, max_length=d)
+
+    class InterpolateRequest(Strict):
+        a: int = Field(ge=0, lt=n)
+        b: int = Field(ge=0, lt=n)
+        steps: int = Field(10, ge=2, le=MAX_STEPS)
+        path: Literal["linear", "slerp"] = "linear"
+
+    class SampleRequest(Strict):
+        n: int = Field(16, ge=1, le=MAX_SAMPLES)
+        temperature: float = Field(1.0, ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)
+        seed: int = Field(0, ge=0, lt=2**31)
+
+    class Selection(Strict):
+        labels: list[int] | None = Field(None, min_length=1, max_length=1000)
+        indices: list[int] | None = Field(None, min_length=1, max_length=n)
+
+        @model_validator(mode="after")
+        def one_kind(self):
+            if (self.labels is None) == (self.indices is None):
+                raise ValueError("give exactly one of 'labels' or 'indices'")
+            return self
+
+    class AttributeRequest(Strict):
+        item: int = Field(ge=0, lt=n)
+        alpha: float = Field(ge=-ALPHA_MAX, le=ALPHA_MAX, allow_inf_nan=False)
+        positive: Selection
+        negative: Selection | None = None
+
+    def mask(sel: Selection, what: str) -> Tensor:
+        if sel.indices is not None:
+            return index_mask(n, sel.indices)
+        if labels is None:
+            raise HTTPException(422, f"{what}: these items have no labels; name indices instead")
+        return torch.isin(labels, torch.tensor(sel.labels))
+
+    app = FastAPI(title=f"vaekit explorer {name}", docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        msgs = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            msgs.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return JSONResponse({"error": "; ".join(msgs) or "malformed request"}, 422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(ValueError)
+    async def value_error(request: Request, exc: ValueError):
+        return JSONResponse({"error": str(exc)}, 422)
+
+    page = (resources.files(__package__) / "static" / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        return page
+
+    @app.get("/api/info")
+    def info():
+        return {
+            "name": name,
+            "latent_dim": d,
+            "event_shape": list(model.event_shape),
+            "is_image": images.is_image(model.event_shape),
+            "n_items": n,
+            "labels": sorted(set(label_list)) if label_list is not None else None,
+            "dims": [
+                {"dim": int(i), "kl": round(float(v), 4)} for i, v in zip(order, kl, strict=True)
+            ],
+            "sliders": [int(i) for i in order[: min(n_sliders, d)]],
+            "z_max": Z_MAX,
+            "alpha_max": ALPHA_MAX,
+            "max_steps": MAX_STEPS,
+            "max_temperature": MAX_TEMPERATURE,
+        }
+
+    @app.get("/api/map")
+    def get_map(method: Literal["pca", "tsne"] = "pca"):
+        with map_lock:
+            if method not in maps:
+                maps[method] = latent_map(z_items, method)
+        return {
+            "method": method,
+            "points": np.round(maps[method], 4).tolist(),
+            "labels": label_list,
+        }
+
+    @app.get("/api/item/{index}")
+    def item(index: int):
+        if not 0 <= index < n:
+            raise HTTPException(404, f"item {index} is outside 0..{n - 1}")
+        z = z_items[index]
+        shown, recon = render(
+            model, torch.stack([x[index].float(), decode_mean(model, z[None])[0]])
+        )
+        return {
+            "index": index,
+            "label": None if label_list is None else label_list[index],
+            "z": [round(float(v), 5) for v in z],
+            "input": shown,
+            "reconstruction": recon,
+        }
+
+    @app.post("/api/decode")
+    def decode(req: DecodeRequest):
+        z = torch.tensor(req.z, dtype=z_items.dtype)
+        return {"output": render(model, decode_mean(model, z[None]))[0]}
+
+    @app.post("/api/interpolate")
+    def interpolate(req: InterpolateRequest):
+        path = PATHS[req.path](z_items[req.a], z_items[req.b], req.steps)  # (steps, D)
+        return {"frames": render(model, decode_mean(model, path)), "a": req.a, "b": req.b}
+
+    @app.post("/api/sample")
+    def sample(req: SampleRequest):
+        gen = torch.Generator().manual_seed(req.seed)
+        x_new = model.sample(req.n, temperature=req.temperature, mean=True, generator=gen)
+        return {"samples": render(model, x_new)}
+
+    @app.post("/api/attribute")
+    def attribute(req: AttributeRequest):
+        pos = mask(req.positive, "positive")
+        neg = None if req.negative is None else mask(req.negative, "negative")
+        v = attribute_vector(z_items, pos, neg)
+        z = apply_attribute(z_items[req.item][None], v, [req.alpha])[0]  # (1, D)
+        return {
+            "output": render(model, decode_mean(model, z))[0],
+            "norm": round(float(v.norm()), 4),
+            "n_positive": int(pos.sum()),
+            "n_negative": int((~pos if neg is None else neg).sum()),
+        }
+
+    return app
+
+
+def serve(app, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run ``app`` with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning")

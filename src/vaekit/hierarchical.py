@@ -1,0 +1,312 @@
+"""Hierarchical VAE with top-down inference (Ladder VAE / NVAE family).
+
+Generative model, L ≥ 2 stochastic layers: p(z_L) p(z_{L−1}|z_L) … p(z_1|z_2) p(x|z_1), with
+p(z_l|z_{l+1}) = N(loc_p, scale_p) computed from z_{l+1} by a top-down network.
+
+Inference shares the top-down path (Sønderby et al., 2016; Vahdat & Kautz, 2020): a bottom-up
+pass turns x into features d_1 … d_L (the encoder network, then one MLP per layer); then, from the
+top, q(z_L|x) reads d_L and for l < L
+
+    q(z_l | z_{l+1}, x) = N(loc_p + Δloc, scale_p·exp(Δlog_scale)), (Δloc, Δlog_scale) = f(d_l, t_l)
+
+combines bottom-up (d_l) and top-down (t_l, the prior's features) information. Log-scales are
+soft-clamped to (−c, c) (``c = logscale_clamp``) for stability.
+
+The posterior and the prior are distributions over the concatenated vector z = [z_1, …, z_L]
+(bottom → top), so every objective treats this model as any VAE: ``rsample`` runs the top-down
+pass, ``log_prob`` sums the layers, and ``kl_per_dim`` is the analytic KL of each layer given the
+sampled layers above (its sum over a layer's dimensions is that layer's KL; ``latent_groups``
+names the layer sizes for per-layer reporting).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, Normal, constraints, kl_divergence
+
+from .config import ModelConfig
+from .distributions import kl_per_dim, make_likelihood
+from .model import VAE, network_options
+from .networks import ACTIVATIONS, _mlp, make_networks
+from .priors import make_prior
+
+__all__ = ["HierarchicalVAE", "LadderPosterior", "LadderPrior", "build_hierarchical"]
+
+
+def soft_clamp(x: Tensor, c: float) -> Tensor:
+    """c·tanh(x/c): ≈ x for |x| ≪ c, never beyond ±c, gradient everywhere."""
+    return c * torch.tanh(x / c)
+
+
+@dataclass
+class _Pass:
+    """One top-down pass. ``z`` is ``(*S, B, D)``; per layer (bottom → top) ``log_q``/``log_p`` are
+    ``(*S, B)`` and ``kl`` is the per-dimension KL given the layers above, ``(B, d_l)`` (averaged
+    over the sample dimensions). ``log_q``/``kl`` are None for a prior-only pass."""
+
+    z: Tensor
+    log_p: list[Tensor]
+    log_q: list[Tensor] | None = None
+    kl: list[Tensor] | None = None
+
+
+class HierarchicalVAE(VAE):
+    """A VAE whose latent is z = [z_1, …, z_L]; ``decode`` reads z_1 only (see module doc)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        likelihood,
+        latent_dims: list[int],
+        width: int,
+        *,
+        activation: str = "relu",
+        logscale_clamp: float = 7.0,
+        config: ModelConfig | None = None,
+        prior: nn.Module | None = None,
+    ):
+        if len(latent_dims) < 2 or min(latent_dims) < 1:
+            raise ValueError(f"a hierarchical VAE needs ≥ 2 latent layers, got {latent_dims}")
+        super().__init__(encoder, decoder, likelihood, sum(latent_dims), config, prior=prior)
+        self.latent_dims = list(latent_dims)
+        self.logscale_clamp = logscale_clamp
+        n = len(latent_dims)
+        self.act = ACTIVATIONS[activation]()
+        hidden = (width,)
+        self.up = nn.ModuleList([_mlp([width, width, 1], activation)[:2] for _ in range(n - 1)])
+        self.q_top = nn.Linear(width, 2 * latent_dims[-1])
+        # Index l (0-based, bottom first) serves layer l from the layer above it.
+        self.down = nn.ModuleList(
+            [_mlp([latent_dims[l + 1], *hidden, width], activation) for l in range(n - 1)]
+        )
+        self.p_head = nn.ModuleList(  # t is the down network's linear output
+            [nn.Sequential(self.act, nn.Linear(width, 2 * latent_dims[l])) for l in range(n - 1)]
+        )
+        self.q_head = nn.ModuleList(
+            [_mlp([2 * width, *hidden, 2 * latent_dims[l]], activation) for l in range(n - 1)]
+        )
+        self._last_pass = None  # weakref to the last posterior pass, shared with the prior
+
+    @property
+    def top_dim(self) -> int:
+        return self.latent_dims[-1]
+
+    @property
+    def latent_groups(self) -> list[int]:
+        """Sizes of the latent layers z_1 … z_L as they sit in the concatenated z."""
+        return list(self.latent_dims)
+
+    # ---- networks ------------------------------------------------------------------------------
+    def _features(self, inputs: Tensor) -> list[Tensor]:
+        """Bottom-up features d_1 … d_L, each ``(B, width)``."""
+        d = [self.act(self.encoder(inputs))]
+        for up in self.up:
+            d.append(up(d[-1]))
+        return d
+
+    def _normal(self, loc: Tensor, log_scale: Tensor) -> Normal:
+        return Normal(loc, soft_clamp(log_scale, self.logscale_clamp).exp(), validate_args=False)
+
+    def _q_top(self, d_top: Tensor) -> Independent:
+        loc, log_scale = self.q_top(d_top).chunk(2, -1)
+        return Independent(self._normal(loc, log_scale), 1, validate_args=False)
+
+    def top_posterior(self, inputs: Tensor) -> Independent:
+        """q(z_L | x) from encoder inputs: batch ``(B,)``, event ``(d_L,)``."""
+        return self._q_top(self._features(inputs)[-1])
+
+    def top_down(
+        self,
+        feats: list[Tensor] | None,
+        lead: torch.Size,
+        z: Tensor | None = None,
+        *,
+        mean: bool = False,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> _Pass:
+        """The top-down pass over leading shape ``lead`` = ``(*S, B)``.
+
+        With bottom-up ``feats`` it draws z ~ q (or takes the given ``z``, or the mean path with
+        ``mean=True``) and scores q and p; without, it is the prior: ancestral draws (scales
+        multiplied by ``temperature``) or the given ``z`` scored under p.
+        """
+        given = list(z.split(self.latent_dims, -1)) if z is not None else None
+        top = len(self.latent_dims) - 1
+        zs: list[Tensor | None] = [None] * (top + 1)
+        log_p: list[Tensor | None] = [None] * (top + 1)
+        log_q: list[Tensor | None] = [None] * (top + 1)
+        kl: list[Tensor | None] = [None] * (top + 1)
+        lead = torch.Size(lead)
+
+        pz = self.prior_net(self)
+        if feats is not None:
+            q = self._q_top(feats[-1])  # batch (B,)
+            if given is not None:
+                zs[top] = given[top]
+            elif mean:
+                zs[top] = q.mean.expand(*lead, -1)
+            else:
+                zs[top] = q.rsample(lead[:-1])
+            log_q[top] = q.log_prob(zs[top])
+            kl[top] = kl_per_dim(q, pz, zs[top].reshape(-1, *zs[top].shape[-2:]))
+        elif given is not None:
+            zs[top] = given[top]
+        else:
+            n = lead.numel()
+            zs[top] = self.prior_net.sample(self, n, temperature, generator).view(*lead, -1)
+        log_p[top] = pz.log_prob(zs[top])
+
+        for l in range(top - 1, -1, -1):
+            t = self.down[l](zs[l + 1])  # (*S, B, width)
+            p_loc, p_log_scale = self.p_head[l](t).chunk(2, -1)
+            p = self._normal(p_loc, p_log_scale)
+            if feats is not None:
+                d = feats[l].expand(*lead, -1)
+                d_loc, d_log_scale = self.q_head[l](torch.cat([d, t], -1)).chunk(2, -1)
+                q = self._normal(
+                    p_loc + d_loc, soft_clamp(p_log_scale, self.logscale_clamp) + d_log_scale
+                )
+                if given is not None:
+                    zs[l] = given[l]
+                else:
+                    zs[l] = q.loc if mean else q.rsample()
+                log_q[l] = q.log_prob(zs[l]).sum(-1)
+                kl[l] = kl_divergence(q, p).reshape(-1, *q.loc.shape[-2:]).mean(0)  # (B, d_l)
+            elif given is not None:
+                zs[l] = given[l]
+            else:
+                eps = torch.randn(p.loc.shape, generator=generator, dtype=p.loc.dtype)
+                zs[l] = p.loc + temperature * p.scale * eps.to(p.loc.device)
+            log_p[l] = p.log_prob(zs[l]).sum(-1)
+
+        z_all = torch.cat(zs, -1) if z is None else z
+        if feats is None:
+            return _Pass(z_all, log_p)
+        return _Pass(z_all, log_p, log_q, kl)
+
+    # ---- the VAE interface -----------------------------------------------------------------------
+    def encode(self, x: Tensor, *, check: bool = True) -> LadderPosterior:
+        """q(z|x) over the concatenated z: batch ``(B,)``, event ``(D,)``, D = Σ d_l."""
+        if check:
+            self.check(x)
+        return LadderPosterior(self, self._features(self.likelihood.encoder_input(x)))
+
+    def prior(self) -> LadderPrior:
+        return LadderPrior(self)
+
+    def decode(self, z: Tensor) -> Distribution:
+        """p(x|z_1) for z of shape ``(*S, B, D)`` (only the bottom layer reaches the decoder)."""
+        return super().decode(z[..., : self.latent_dims[0]])
+
+    @torch.no_grad()
+    def sample(self, n: int, *, temperature=1.0, mean=False, generator=None) -> Tensor:
+        """``n`` ancestral draws; every layer's scale multiplied by ``temperature``."""
+        p = next(self.parameters())
+        lead = torch.Size([n])
+        z = self.top_down(None, lead, temperature=temperature, generator=generator).z.to(p.device)
+        px_z = self.decode(z)
+        return px_z.mean if mean else px_z.sample()
+
+
+class LadderPosterior(Distribution):
+    """q(z|x) = q(z_L|x) Π_{l<L} q(z_l|z_{l+1}, x) over z = [z_1 … z_L]; batch ``(B,)``.
+
+    ``mean`` is the mean path (each layer's conditional mean given the means above), the
+    deterministic embedding used for reconstructions. The last ``rsample`` pass is cached, so
+    scoring the same tensor again (``log_prob``, the prior's ``log_prob``, ``kl_per_dim``) costs
+    nothing.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, model: HierarchicalVAE, feats: list[Tensor]):
+        self.model, self.feats = model, feats
+        self._last: _Pass | None = None
+        super().__init__(feats[0].shape[:1], torch.Size([model.latent_dim]), validate_args=False)
+
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        lead = torch.Size(sample_shape) + self.batch_shape
+        self._last = self.model.top_down(self.feats, lead)
+        self.model._last_pass = weakref.ref(self._last)
+        return self._last.z
+
+    def sample(self, sample_shape=torch.Size()) -> Tensor:
+        """Draws without gradient; not cached, so a later ``log_prob`` keeps its gradient (the
+        score-function estimator differentiates log q(z|x) at fixed z)."""
+        with torch.no_grad():
+            return self.model.top_down(self.feats, torch.Size(sample_shape) + self.batch_shape).z
+
+    def _pass(self, z: Tensor) -> _Pass:
+        if self._last is not None and self._last.z is z:
+            return self._last
+        return self.model.top_down(self.feats, z.shape[:-1], z)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """Σ_l log q(z_l | z_{l+1}, x), shape ``z.shape[:-1]``, nats."""
+        return torch.stack(self._pass(z).log_q).sum(0)
+
+    def kl_per_dim(self, pz=None, z: Tensor | None = None) -> Tensor:
+        """Per-dimension KL of each layer given the sampled layers above, ``(B, D)`` nats."""
+        if pz is not None and not isinstance(pz, LadderPrior):
+            raise ValueError("a hierarchical posterior's KL is taken against its own prior")
+        if z is None:
+            z = self.rsample((1,))
+        return torch.cat(self._pass(z).kl, -1)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.model.top_down(self.feats, self.batch_shape, mean=True).z
+
+
+class LadderPrior(Distribution):
+    """p(z) = p(z_L) Π_{l<L} p(z_l|z_{l+1}) over z = [z_1 … z_L]; batch ``()``, event ``(D,)``."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+
+    def __init__(self, model: HierarchicalVAE):
+        self.model = model
+        super().__init__(torch.Size(), torch.Size([model.latent_dim]), validate_args=False)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """Σ_l log p(z_l | z_{l+1}), shape ``z.shape[:-1]``, nats."""
+        ref = self.model._last_pass
+        last = ref() if ref is not None else None
+        if last is not None and last.z is z:
+            return torch.stack(last.log_p).sum(0)
+        return torch.stack(self.model.top_down(None, z.shape[:-1], z).log_p).sum(0)
+
+    def sample(self, sample_shape=torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self.model.top_down(None, torch.Size(sample_shape)).z
+
+
+def build_hierarchical(cfg: ModelConfig) -> HierarchicalVAE:
+    """``kind: hvae``: ``latent_dims`` (bottom → top; default [latent_dim, latent_dim // 2]),
+    encoder/decoder networks of ``arch``, ladder width ``hidden[-1]`` (256 without hidden)."""
+    event_shape = tuple(cfg.event_shape)
+    dims = list(cfg.latent_dims) or [cfg.latent_dim, max(cfg.latent_dim // 2, 1)]
+    width = cfg.hidden[-1] if cfg.hidden else 256
+    likelihood = make_likelihood(cfg.likelihood, event_shape, scale=cfg.gaussian_scale)
+    encoder, decoder = make_networks(
+        cfg.arch, event_shape, dims[0], likelihood.n_params, enc_out=width, **network_options(cfg)
+    )
+    return HierarchicalVAE(
+        encoder,
+        decoder,
+        likelihood,
+        dims,
+        width,
+        activation=cfg.activation,
+        logscale_clamp=cfg.logscale_clamp,
+        config=cfg,
+        prior=make_prior(cfg.prior, event_shape, cfg.prior_components),
+    )

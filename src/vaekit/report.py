@@ -1,0 +1,374 @@
+"""One self-contained HTML report of a run: curves, numbers, pictures, the latent space.
+
+Every picture is a PNG embedded as a ``data:`` URI and the page has no scripts and no external
+references, so the file opens offline, can be mailed, and shows the same thing years later.
+Sections (HTML ids): ``summary``, ``curves``, ``evaluation``, ``samples``, ``reconstructions``,
+``interpolations``, ``traversals``, ``latent-map``. Image sections say so when the data are not
+images; the curves, numbers and latent map work for every data type.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from . import images
+from .checkpoint import load_config_of
+from .latent import (
+    decode_mean,
+    dims_by_kl,
+    encode,
+    latent_map,
+    traversal,
+)
+
+__all__ = [
+    "write_report",
+    "SECTIONS",
+    "png_data_uri",
+    "figure_data_uri",
+    "read_metrics",
+    "map_figure",
+    "traversal_pictures",
+]
+
+SECTIONS = (
+    ("summary", "Run"),
+    ("curves", "Training curves"),
+    ("evaluation", "Evaluation"),
+    ("samples", "Samples"),
+    ("reconstructions", "Reconstructions"),
+    ("interpolations", "Interpolations"),
+    ("traversals", "Latent traversals"),
+    ("latent-map", "Latent map"),
+)
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.2rem .6rem;
+text-align:left;font-variant-numeric:tabular-nums} th{background:#f4f4f4}
+img.px{image-rendering:pixelated} figure{display:inline-block;margin:.3rem 1rem .3rem 0}
+figcaption{font-size:.85rem;color:#555} .note{color:#666;font-style:italic}
+nav a{margin-right:.8rem}
+"""
+
+
+# ---- embedding helpers -------------------------------------------------------------------------
+
+
+def png_data_uri(array: np.ndarray) -> str:
+    """A uint8 image ``(H, W, 3)`` as a ``data:image/png;base64,...`` URI."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def figure_data_uri(fig) -> str:
+    """A matplotlib ``Figure`` as an embedded PNG URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(uri: str, caption: str, scale: float = 1.0, width: int | None = None) -> str:
+    style = f' style="width:{width * scale:.0f}px"' if width else ""
+    return (
+        f'<figure><img class="px" src="{uri}" alt="{html.escape(caption)}"{style}>'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _grid_img(x: Tensor, nrow: int, caption: str) -> str:
+    """A grid of ``(N, C, H, W)`` values in [0, 1], shown at least 2× for small images."""
+    arr = images.grid(x, nrow=nrow)
+    scale = max(1.0, min(3.0, 560 / arr.shape[1]))
+    return _img(png_data_uri(arr), caption, scale, arr.shape[1])
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{fmt(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The rows of ``RUN/metrics.jsonl`` (one JSON object per epoch); [] when absent."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---- sections -----------------------------------------------------------------------------------
+
+
+def _summary(run: Path, model, n: int) -> str:
+    cfg = getattr(model, "run_config", None) or load_config_of(run)
+    rows = [
+        ("run", str(run)),
+        ("dataset", f"{cfg.data.dataset} ({n} examples shown, event shape {model.event_shape})"),
+        ("model", f"{cfg.model.arch}, latent_dim {cfg.model.latent_dim}, {cfg.model.likelihood}"),
+        ("objective", f"{cfg.objective.name}, beta {cfg.objective.beta}"),
+        ("training", f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, lr {cfg.train.lr}"),
+        ("written", time.strftime("%Y-%m-%d %H:%M:%S")),
+    ]
+    return _table(rows)
+
+
+def _curves(rows: list[dict]) -> str:
+    if not rows:
+        return _note("no metrics.jsonl in this run: no curves")
+    from matplotlib.figure import Figure
+
+    epochs = [r["epoch"] for r in rows]
+    fig = Figure(figsize=(11, 3))
+    for ax, (title, train_key, test_key) in zip(
+        fig.subplots(1, 3),
+        [
+            ("ELBO (nats, higher is better)", "train_bound", "test_elbo"),
+            ("reconstruction E_q log p(x|z)", "train_recon", "test_recon"),
+            ("KL(q(z|x) ‖ p(z))", "train_kl", "test_kl"),
+        ],
+        strict=True,
+    ):
+        for key, label in ((train_key, "train"), (test_key, "test")):
+            pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="." if len(pts) < 30 else None, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = _img(figure_data_uri(fig), "per-example bounds by epoch")
+    kl_rows = [r for r in rows if r.get("kl_per_dim")]
+    if kl_rows:
+        kl = np.array([r["kl_per_dim"] for r in kl_rows])  # (epochs, D)
+        order = np.argsort(-kl[-1], kind="stable")
+        fig = Figure(figsize=(11, 3))
+        ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+        im = ax1.imshow(
+            kl[:, order].T,
+            aspect="auto",
+            origin="lower",
+            cmap="viridis",
+            extent=(kl_rows[0]["epoch"] - 0.5, kl_rows[-1]["epoch"] + 0.5, -0.5, kl.shape[1] - 0.5),
+        )
+        ax1.set_title("test KL per latent dimension (nats; dims sorted by final KL)", fontsize=10)
+        ax1.set_xlabel("epoch")
+        ax1.set_ylabel("dimension rank")
+        fig.colorbar(im, ax=ax1)
+        ax2.plot([r["epoch"] for r in kl_rows], [r["active_units"] for r in kl_rows], marker=".")
+        ax2.set_title("active units (KL > 0.01 nats)", fontsize=10)
+        ax2.set_xlabel("epoch")
+        ax2.set_ylim(0, kl.shape[1] + 0.5)
+        fig.tight_layout()
+        out += _img(figure_data_uri(fig), "use of the latent dimensions over training")
+    if len(epochs) == 1:
+        out += _note("one epoch so far: the curves are single points")
+    return out
+
+
+def _evaluation(run: Path, rows: list[dict], extra: dict | None) -> str:
+    parts = []
+    if rows:
+        last = rows[-1]
+        keys = ("epoch", "step", "test_elbo", "test_recon", "test_kl", "active_units", "time_s")
+        parts.append("<h3>last epoch</h3>" + _table([(k, last[k]) for k in keys if k in last]))
+    evals = sorted(Path(run).glob("eval-*.json"))
+    if extra:
+        evals = [("computed now", extra)] + evals
+    for item in evals:
+        name, res = item if isinstance(item, tuple) else (item.name, json.loads(item.read_text()))
+        keys = ("elbo", "recon", "kl", "nll", "nll_stderr", "bpd", "active_units", "n", "k")
+        parts.append(
+            f"<h3>{html.escape(name)}</h3>" + _table([(k, res[k]) for k in keys if k in res])
+        )
+    if not parts:
+        return _note("no evaluation yet: run `vaekit evaluate RUN`")
+    return "".join(parts) + _note("nats per example; nll = −IWAE bound with K samples ± stderr")
+
+
+@torch.no_grad()
+def _samples(model) -> str:
+    return "".join(
+        _grid_img(
+            images.samples(model, 64, temperature=t, seed=0), 8, f"64 samples, temperature {t}"
+        )
+        for t in (1.0, 0.7)
+    ) + _note("means E[x|z] of z ~ N(0, T² I)")
+
+
+def _reconstructions(model, x: Tensor) -> str:
+    return _grid_img(
+        images.reconstructions(model, x[:32].float()),
+        8,
+        "inputs (odd rows) and E[x|z=μ(x)] (even rows)",
+    )
+
+
+def _interpolations(model, x: Tensor, labels: Tensor | None) -> str:
+    pairs = _pairs(len(x), labels, 4)
+    out = []
+    for path in ("linear", "slerp"):
+        rows = [images.interpolation(model, x[a], x[b], 10, path) for a, b in pairs]
+        caption = f"{path} paths between the posterior means of items " + ", ".join(
+            f"{a}→{b}" for a, b in pairs
+        )
+        out.append(_grid_img(torch.cat(rows), 10, caption))
+    return "".join(out)
+
+
+def _pairs(n: int, labels: Tensor | None, k: int) -> list[tuple[int, int]]:
+    """Up to ``k`` pairs of items, of different labels when labels are known."""
+    if n < 2:
+        return []
+    pairs, j = [], 1
+    for a in range(n):
+        if len(pairs) == k:
+            break
+        j = max(j, a + 1)
+        while j < n and labels is not None and labels[j] == labels[a]:
+            j += 1
+        if j < n:
+            pairs.append((a, j))
+            j += 1
+    return pairs
+
+
+def traversal_pictures(model, z0: Tensor, dims, values: Tensor) -> Tensor:
+    """Decoded means of ``traversal(z0, dims, values)``: ``(K·V, *event_shape)``, rows = dims."""
+    codes = traversal(z0, list(dims), values)  # (K, V, D)
+    return decode_mean(model, codes.reshape(-1, z0.shape[0]))
+
+
+def _traversals(model, z: Tensor, order: Tensor, kl: Tensor) -> str:
+    k = min(8, len(order))
+    values = torch.linspace(-3, 3, 9)
+    pics = images._to_unit(model, traversal_pictures(model, z[0], order[:k].tolist(), values))
+    caption = (
+        "rows: the most-used dimensions ("
+        + ", ".join(
+            f"z{int(d)}: {float(v):.2f} nats" for d, v in zip(order[:k], kl[:k], strict=True)
+        )
+        + "), set to −3 … 3 in the code of item 0"
+    )
+    return _grid_img(pics, len(values), caption)
+
+
+def map_figure(z: Tensor, labels: Tensor | None, method: str = "pca", ax=None):
+    """A scatter plot of the 2-D ``latent_map`` of codes ``(N, D)`` coloured by label; returns
+    the matplotlib ``Figure``."""
+    from matplotlib.figure import Figure
+
+    if ax is None:
+        ax = Figure(figsize=(6, 5)).subplots()
+    xy = latent_map(z, method)
+    c = None if labels is None else labels.numpy()
+    cmap = "tab10" if c is not None and c.max() < 10 else "viridis"
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=c, cmap=cmap, s=6)
+    if c is not None:
+        ax.figure.colorbar(sc, ax=ax, label="label")
+    ax.set_title(f"{method.upper()} of the posterior means ({len(z)} items)", fontsize=10)
+    return ax.figure
+
+
+def _latent_map(labels: Tensor | None, method: str, z: Tensor, order: Tensor, kl: Tensor) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    ax, ax_kl = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    if len(z) >= 3:
+        map_figure(z, labels, method, ax)
+    ax_kl.bar(range(len(kl)), kl.numpy())
+    ax_kl.set_xticks(range(len(kl)), [str(int(d)) for d in order], fontsize=6, rotation=90)
+    ax_kl.set_title("mean KL per dimension (nats), by use", fontsize=10)
+    fig.tight_layout()
+    caption = f"{method.upper()} map of {len(z)} posterior means (colour = label); dimension use"
+    return _img(figure_data_uri(fig), caption)
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+
+def write_report(
+    run: str | Path,
+    model,
+    x: Tensor,
+    labels: Tensor | None = None,
+    *,
+    out: str | Path | None = None,
+    map_method: str = "pca",
+    limit: int = 1000,
+    evaluation: dict | None = None,
+) -> Path:
+    """Write ``RUN/report.html`` (or ``out``) for ``model`` on data ``x`` ``(N, *event_shape)`` (in
+    the likelihood's support) with optional labels ``(N,)``; at most ``limit`` items are used.
+
+    ``evaluation`` is an ``evaluation.evaluate`` result to show beside the run's saved ones.
+    """
+    run = Path(run)
+    out = Path(out) if out is not None else run / "report.html"
+    if len(x) == 0:
+        raise ValueError("the report needs at least one example")
+    x = x[:limit]
+    labels = None if labels is None else labels[: len(x)]
+    model.eval()
+    rows = read_metrics(run)
+    cache: dict[str, Tensor] = {}
+
+    def codes() -> tuple[Tensor, Tensor, Tensor]:
+        """Posterior means ``(N, D)``, dims by KL, their KL (computed once, on first use)."""
+        if not cache:
+            cache["z"] = encode(model, x)
+            cache["order"], cache["kl"] = dims_by_kl(model, x)
+        return cache["z"], cache["order"], cache["kl"]
+
+    makers = {
+        "summary": lambda: _summary(run, model, len(x)),
+        "curves": lambda: _curves(rows),
+        "evaluation": lambda: _evaluation(run, rows, evaluation),
+        "latent-map": lambda: _latent_map(labels, map_method, *codes()),
+    }
+    if images.is_image(model.event_shape):
+        makers["samples"] = lambda: _samples(model)
+        makers["reconstructions"] = lambda: _reconstructions(model, x)
+        makers["interpolations"] = lambda: _interpolations(model, x, labels)
+        makers["traversals"] = lambda: _traversals(model, *codes())
+    no_pictures = _note(f"data of shape {model.event_shape} are not images: no pictures")
+    body = dict.fromkeys((sid for sid, _ in SECTIONS), no_pictures)
+    for sid, make in makers.items():
+        try:  # a section that this model family cannot draw must not cost the others
+            body[sid] = make()
+        except Exception as e:
+            body[sid] = _note(f"not available for this model: {type(e).__name__}: {e}")
+    nav = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in SECTIONS)
+    html_sections = "".join(
+        f'<section id="{sid}"><h2>{title}</h2>{body[sid]}</section>' for sid, title in SECTIONS
+    )
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>vaekit report: {html.escape(run.name)}</title><style>{_CSS}</style></head>"
+        f"<body><h1>vaekit report: {html.escape(run.name)}</h1><nav>{nav}</nav>{html_sections}"
+        "</body></html>\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
