@@ -19,12 +19,17 @@ from vaekit.transforms import DataPrep
 
 
 def budgeted_train(
-    cfg, out: str | Path, minutes: float, probe_steps: int = 100, warmup_fraction: float = 0.0
+    cfg,
+    out: str | Path,
+    minutes: float,
+    probe_steps: int = 100,
+    warmup_fraction: float = 0.0,
+    cap: float = 1.25,
 ) -> dict:
     """Train ``cfg`` for about ``minutes`` of wall-clock time with a complete lr schedule.
 
     Probe runs measure the speed (on this machine, now), the epochs are set to fit the budget,
-    and ``train.time_limit`` stops the run at 1.25× the budget should the machine slow down.
+    and ``train.time_limit`` stops the run at ``cap`` × the budget should the machine slow down.
     ``warmup_fraction`` > 0: linear KL warm-up over that fraction of the planned steps.
     Returns the run directory, epochs, steps, and seconds of the real run.
     """
@@ -34,7 +39,7 @@ def budgeted_train(
     n_batches = max(len(ds.train) // cfg.train.batch_size, 1)
     step_s = _seconds_per_step(cfg, probe_steps)
     cfg.train.epochs = max(1, int(60 * minutes / (step_s * n_batches)))
-    cfg.train.time_limit = 1.25 * minutes
+    cfg.train.time_limit = cap * minutes
     if warmup_fraction > 0:
         cfg.objective.warmup = "linear"
         cfg.objective.warmup_steps = max(1, int(warmup_fraction * cfg.train.epochs * n_batches))

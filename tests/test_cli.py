@@ -80,3 +80,14 @@ def test_errors_are_one_clear_line(run, tmp_path, capsys):
     assert "nosuchset" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--out", str(run)])  # refuses to overwrite a finished run
+
+
+def test_demo_trains_evaluates_and_draws_then_reuses_the_run(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--iw-samples", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert '"nll"' in printed and "interpolation.png" in printed
+    for name in ("samples.png", "reconstructions.png", "interpolation.png", "eval-test-k3.json"):
+        assert (out / name).is_file(), name
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--iw-samples", "3"]) == 0
+    assert "already trained" in capsys.readouterr().out

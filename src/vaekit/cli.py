@@ -224,17 +224,13 @@ def cmd_interpolate(args) -> int:
 def cmd_demo(args) -> int:
     """Train the default MNIST config (or continue it), evaluate it, write pictures."""
     out = Path(args.out)
-    cfg = load_config(_config_path("mnist"))
+    cfg = load_config(_config_path("mnist"), {"train.epochs": args.epochs})
+    torch.set_num_threads(cfg.train.threads)
     trainer_json = out / "state" / "trainer.json"
     if trainer_json.exists() and json.loads(trainer_json.read_text())["epoch"] >= cfg.train.epochs:
         print(f"{out} is already trained; evaluating it")
     else:
-        train(
-            cfg if not trainer_json.exists() else None,
-            out,
-            resume=trainer_json.exists(),
-            data_dir=args.data_dir,
-        )
+        train(cfg, out, resume=trainer_json.exists(), data_dir=args.data_dir)
     model = load_run(out)
     ns = argparse.Namespace(data_dir=args.data_dir, limit=None)
     x, _ = _split_data(model, ns, "test")
@@ -360,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train the MNIST preset, evaluate it, write pictures")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--iw-samples", type=int, default=1000)
+    d.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     d.set_defaults(func=cmd_demo)
 
     for name in COMMAND_MODULES:

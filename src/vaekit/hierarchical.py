@@ -291,10 +291,10 @@ class LadderPrior(Distribution):
 
 def build_hierarchical(cfg: ModelConfig) -> HierarchicalVAE:
     """``kind: hvae``: ``latent_dims`` (bottom → top; default [latent_dim, latent_dim // 2]),
-    encoder/decoder networks of ``arch``, ladder width ``hidden[-1]`` (256 without hidden)."""
+    encoder/decoder networks of ``arch``, ladder width ``ladder_width`` (default ``hidden[-1]``)."""
     event_shape = tuple(cfg.event_shape)
     dims = list(cfg.latent_dims) or [cfg.latent_dim, max(cfg.latent_dim // 2, 1)]
-    width = cfg.hidden[-1] if cfg.hidden else 256
+    width = cfg.ladder_width or (cfg.hidden[-1] if cfg.hidden else 256)
     likelihood = make_likelihood(cfg.likelihood, event_shape, scale=cfg.gaussian_scale)
     encoder, decoder = make_networks(
         cfg.arch, event_shape, dims[0], likelihood.n_params, enc_out=width, **network_options(cfg)
