@@ -267,13 +267,18 @@ def cmd_demo(args) -> int:
 # ---- parser --------------------------------------------------------------------------------------
 
 
+# Options every subcommand takes; nested subcommands pass ``parents=[COMMON_OPTIONS]``.
+COMMON_OPTIONS = argparse.ArgumentParser(add_help=False)
+COMMON_OPTIONS.add_argument(
+    "--data-dir", help="data root (default: $VAEKIT_DATA, else the user cache)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vaekit", description="Variational autoencoders on PyTorch.")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="data root (default: $VAEKIT_DATA, else the user cache)")
     sub = p.add_subparsers(dest="command", required=True)
     _add = sub.add_parser
-    sub.add_parser = lambda *a, **kw: _add(*a, parents=[common], **kw)
+    sub.add_parser = lambda *a, **kw: _add(*a, parents=[COMMON_OPTIONS], **kw)
 
     t = sub.add_parser("train", help="train a VAE into a run directory")
     t.add_argument("--config", help="a preset name (mnist, digits, olivetti) or a YAML file")

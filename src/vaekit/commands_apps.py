@@ -25,7 +25,7 @@ from .applications import (
     psnr,
 )
 from .checkpoint import load_run
-from .cli import _config_path, _int_list, _split_data, _write_output
+from .cli import COMMON_OPTIONS, _config_path, _int_list, _split_data, _write_output
 from .config import load_config
 from .data import DATASETS, load_dataset
 from .tabular import TabularSchema, read_table
@@ -344,7 +344,11 @@ def cmd_probe(args) -> int:
 def register(sub) -> None:
     a = sub.add_parser("anomaly", help="anomaly detection: fit a detector, score new data")
     asub = a.add_subparsers(dest="anomaly_command", required=True)
-    f = asub.add_parser("fit", help="train a VAE on DATA and set a threshold; score every row")
+    f = asub.add_parser(
+        "fit",
+        parents=[COMMON_OPTIONS],
+        help="train a VAE on DATA and set a threshold; score every row",
+    )
     f.add_argument("data", help="a dataset spec, or a .csv/.tsv/.mat/.npz table file")
     f.add_argument("--labels", metavar="COL", help="table column of labels (not a feature)")
     f.add_argument(
@@ -386,10 +390,11 @@ def register(sub) -> None:
     f.add_argument("--seed", type=int)
     f.add_argument("--threads", type=int)
     f.add_argument("--json", action="store_true", help="print one JSON object")
-    f.add_argument("--data-dir", help="data root (default: $VAEKIT_DATA, else the user cache)")
     f.set_defaults(func=cmd_anomaly_fit)
 
-    s = asub.add_parser("score", help="score DATA with a fitted run; one CSV line per row")
+    s = asub.add_parser(
+        "score", parents=[COMMON_OPTIONS], help="score DATA with a fitted run; one CSV line per row"
+    )
     s.add_argument("run")
     s.add_argument("data", help="a table file (table runs) or a dataset spec")
     s.add_argument(
@@ -408,7 +413,6 @@ def register(sub) -> None:
     s.add_argument("-o", "--output", default="scores.csv")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--json", action="store_true")
-    s.add_argument("--data-dir", help="data root (default: $VAEKIT_DATA, else the user cache)")
     s.set_defaults(func=cmd_anomaly_score)
 
     d = sub.add_parser("denoise", help="reconstruct corrupted images; PSNR against clean ones")
