@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--chunk", type=int, default=100)
+    p.add_argument("--chunk", type=int, help="draws per decoder pass (default: ~1024 rows)")
     p.add_argument("--limit", type=int, help="first N test images (default all 10,000)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
@@ -70,6 +70,7 @@ def main() -> None:
         "k": args.k,
         "n": ev32["n"],
         "threads": args.threads,
+        "batch_size": args.batch_size,
         "decoder_gflop": round(2 * (20 * 400 + 400 * 784) * args.k * ev32["n"] / 1e9, 1),
         "fp32": {
             "seconds": round(s32, 1),

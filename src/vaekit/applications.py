@@ -58,7 +58,7 @@ __all__ = [
 
 
 def _score_nll(model, x: Tensor, k: int) -> Tensor:
-    return -iwae_log_likelihood(model, x, k=k, chunk=min(k, 100))
+    return -iwae_log_likelihood(model, x, k=k)
 
 
 def _score_elbo(model, x: Tensor, k: int) -> Tensor:

@@ -160,7 +160,7 @@ class VAE(nn.Module):
         with torch.no_grad():
             return elbo(self, self._checked(x), n_samples=n_samples).bound
 
-    def log_likelihood(self, x: Tensor, k: int = 1000, *, chunk: int = 100) -> Tensor:
+    def log_likelihood(self, x: Tensor, k: int = 1000, *, chunk: int | None = None) -> Tensor:
         """IWAE estimate of log p(x) with ``k`` importance samples, ``(B,)`` nats."""
         from .evaluation import iwae_log_likelihood
 
