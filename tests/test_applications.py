@@ -272,10 +272,43 @@ def test_anomaly_fit_uses_table_defaults_unless_told_otherwise(tmp_path, capsys)
     assert main([*argv, "--contamination", "0.1"]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"]["hidden"] == [] and cfg["model"]["latent_dim"] == 2
-    assert cfg["model"]["likelihood"] == "tabular" and cfg["train"]["epochs"] == 400
+    assert cfg["model"]["likelihood"] == "tabular" and cfg["train"]["epochs"] == 250
+    assert "transform=yeo-johnson" in cfg["data"]["dataset"]
+    assert all(0 <= c["power"] <= 2 for c in cfg["model"]["columns"] if c["kind"] == "numeric")
     assert AnomalyDetector.load(run).rule == "contamination"
+    argv += ["--transform", "none"]
     assert main([*argv, "--hidden", "8", "--epochs", "3", "--force"]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"]["hidden"] == [8] and cfg["train"]["epochs"] == 3
+    assert {c.get("power", 1.0) for c in cfg["model"]["columns"]} == {1.0}
     assert main(argv) == 2  # refuses to overwrite without --force
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_anomaly_score_applies_the_fitted_transform_identically(tmp_path, capsys):
+    """`anomaly score` rebuilds the Yeo-Johnson transform from config.json: scoring the training
+    file again reproduces the fit's scores row by row (deterministic ``recon`` score)."""
+    rng = np.random.default_rng(4)
+    n = 300
+    a = rng.lognormal(0, 0.8, n)
+    b = a * np.exp(rng.normal(0, 0.1, n))
+    bad = np.arange(n) < 12
+    b[bad] = a[bad] * 6  # off the a ≈ b relation, inside both marginal ranges
+    lines = ["a,b,y"] + [f"{a[i]:.5f},{b[i]:.5f},{int(bad[i])}" for i in range(n)]
+    data = tmp_path / "skewed.csv"
+    data.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    argv = ["anomaly", "fit", str(data), "--labels", "y", "--out", str(run), "--score", "recon"]
+    assert main([*argv, "--latent-dim", "1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["train"]["roc_auc"] > 0.8  # chance is 0.5
+    columns = json.loads((run / "config.json").read_text())["model"]["columns"]
+    assert all(c["power"] < 0.8 for c in columns)  # log-like: the columns are right-skewed
+    fitted = {}
+    for line in (run / "scores.csv").read_text().splitlines()[1:]:
+        _, row, score, *_ = line.split(",")
+        fitted[int(row)] = float(score)
+    out = tmp_path / "again.csv"
+    assert main(["anomaly", "score", str(run), str(data), "-o", str(out), "--json"]) == 0
+    again = [float(r.split(",")[2]) for r in out.read_text().splitlines()[1:]]
+    np.testing.assert_allclose(again, [fitted[i] for i in range(n)], rtol=1e-4, atol=1e-4)

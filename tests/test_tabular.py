@@ -12,7 +12,16 @@ from vaekit.config import ModelConfig
 from vaekit.data import DataFormatError, load_dataset
 from vaekit.distributions import SupportError
 from vaekit.model import build_model
-from vaekit.tabular import TabularSchema, impute, read_table
+from vaekit.tabular import (
+    TabularSchema,
+    fit_yeo_johnson,
+    impute,
+    read_table,
+    table_dataset,
+    yeo_johnson,
+    yeo_johnson_inverse,
+    yeo_johnson_log_slope,
+)
 
 COLUMNS = [
     {"name": "age", "kind": "numeric", "mean": 40.0, "std": 12.0},
@@ -256,3 +265,96 @@ def test_class_filters():
     assert set(ds.test_labels.tolist()) == {1, 7} == set(ds.train_labels.tolist())
     with pytest.raises(ValueError, match="bad class list"):
         load_dataset("digits?classes=a")
+
+
+# ---- the Yeo-Johnson transform of numeric columns ------------------------------------------------
+
+
+def test_yeo_johnson_round_trips_and_its_log_slope_is_the_derivative():
+    z = torch.linspace(-50, 50, 2001, dtype=torch.float64)
+    for lam in (0.0, 1e-9, 0.3, 1.0, 1.7, 2.0 - 1e-9, 2.0):
+        lam_t = torch.tensor(lam, dtype=torch.float64)
+        t = yeo_johnson(z, lam_t)
+        torch.testing.assert_close(yeo_johnson_inverse(t, lam_t), z, rtol=1e-10, atol=1e-10)
+        assert torch.all(t[1:] > t[:-1])  # strictly increasing: an invertible map of ℝ
+        zz = z.clone().requires_grad_(True)
+        (slope,) = torch.autograd.grad(yeo_johnson(zz, lam_t).sum(), zz)
+        torch.testing.assert_close(yeo_johnson_log_slope(z, lam_t), slope.log())
+    torch.testing.assert_close(yeo_johnson(z, torch.tensor(1.0, dtype=torch.float64)), z)
+    # any real t has a preimage for λ in [0, 2]: the inverse is never nan (only overflows)
+    t = torch.tensor([-1e3, -30.0, 0.0, 30.0, 1e3], dtype=torch.float64)
+    for lam in (0.0, 1.0, 2.0):
+        back = yeo_johnson_inverse(t, torch.tensor(lam).double())
+        assert not back.isnan().any() and torch.isfinite(back[1:4]).all()
+
+
+def test_robust_power_fit_ignores_outliers_and_stays_in_range():
+    rng = np.random.default_rng(0)
+    clean = rng.lognormal(0.0, 0.8, 2000)
+    dirty = np.r_[clean, rng.uniform(200, 400, 60)]  # 3% gross outliers in the right tail
+    c0, r0, lam0 = fit_yeo_johnson(clean)
+    c1, r1, lam1 = fit_yeo_johnson(dirty)
+    assert 0.0 <= lam1 <= 2.0 and abs(lam1 - lam0) < 0.1
+    assert c1 == pytest.approx(c0, rel=0.05) and r1 == pytest.approx(r0, rel=0.1)
+    t = yeo_johnson(torch.from_numpy((clean - c0) / r0), torch.tensor(lam0).double()).numpy()
+    skew = lambda v: float(((v - v.mean()) ** 3).mean() / v.std() ** 3)  # noqa: E731
+    assert abs(skew(t)) < 0.3 < skew(clean)
+    assert fit_yeo_johnson(np.full(10, 3.0)) == (0.0, 1.0, 1.0)  # constant: identity
+
+
+def test_transformed_column_density_is_in_original_units():
+    """The transformed Gaussian is a density of x itself: it integrates to 1 over x, its median
+    is T⁻¹(loc), and the schema (with λ, centre, spread) survives to_dict / from_dict."""
+    rng = np.random.default_rng(1)
+    x = rng.lognormal(1.0, 0.7, 500)
+    ds = table_dataset({"v": x, "w": rng.normal(size=500)}, transform="yeo-johnson", seed=0)
+    cols = ds.schema["columns"]
+    assert 0 <= cols[0]["power"] < 0.8 and cols[0]["spread"] > 0  # a log-like transform
+    assert TabularSchema.from_dict(ds.schema).to_dict()["columns"] == cols
+    model = tabular_model(columns=cols, latent_dim=1, hidden=())
+    head = model.likelihood
+    grid = torch.linspace(-20, 200, 400_001)
+    params = torch.tensor([0.3, -0.2]).expand(len(grid), 1, 2)
+    px = head.dist(params)
+    lp = px.base_dist.log_prob(torch.stack([grid, torch.zeros_like(grid)], -1))[:, 0]
+    mass = torch.trapezoid(lp.double().exp(), grid.double())
+    assert float(mass) == pytest.approx(1.0, abs=1e-3)
+    median = float(px.base_dist.mean[0, 0])
+    below = torch.trapezoid(lp[grid <= median].double().exp(), grid[grid <= median].double())
+    assert float(below) == pytest.approx(0.5, abs=1e-3)
+    draws = head.dist(params[:1]).base_dist.sample((2000,))[:, 0, 0]
+    assert float((draws <= median).double().mean()) == pytest.approx(0.5, abs=0.05)
+    # "none" keeps the identity, and the old schema without the fields still loads
+    plain = table_dataset({"v": x}, seed=0).schema["columns"][0]
+    assert (plain["power"], plain["center"], plain["spread"]) == (1.0, 0.0, 1.0)
+    legacy = {k: plain[k] for k in ("name", "kind", "levels", "mean", "std")}
+    assert TabularSchema.from_dict({"columns": [legacy]}).columns[0].power == 1.0
+    with pytest.raises(ValueError, match="transform must be one of"):
+        table_dataset({"v": x}, transform="box-cox")
+
+
+def test_imputation_with_a_transform_returns_original_units(tmp_path):
+    rng = np.random.default_rng(2)
+    a = rng.lognormal(0.0, 0.6, 600)
+    b = a * np.exp(rng.normal(0, 0.05, 600))  # b ≈ a, both skewed and positive
+    ds = table_dataset({"a": a, "b": b}, transform="yeo-johnson", test=0.2, seed=0)
+    cfg = vaekit.load_config(
+        None,
+        {
+            "model.hidden": [],
+            "model.latent_dim": 1,
+            "train.epochs": 200,
+            "train.batch_size": 64,
+            "train.lr": 1e-2,
+            "train.images": False,
+        },
+    )
+    model = vaekit.load(vaekit.train(cfg, tmp_path / "run", dataset=ds, log=lambda *a: None))
+    assert model.likelihood.schema.columns[1].power == ds.schema["columns"][1]["power"] != 1
+    x = ds.test.clone()
+    truth = x[:, 1].clone()
+    x[:, 1] = float("nan")
+    filled = impute(model, x, k=200)
+    assert torch.equal(filled[:, 0], x[:, 0]) and bool((filled[:, 1] > 0).all())
+    err = (filled[:, 1] - truth).abs().mean()
+    assert err < 0.6 * (truth - ds.train[:, 1].mean()).abs().mean()  # about 0.5 here

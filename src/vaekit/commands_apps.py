@@ -28,24 +28,28 @@ from .checkpoint import load_run
 from .cli import COMMON_OPTIONS, _config_path, _int_list, _split_data, _write_output
 from .config import load_config
 from .data import DATASETS, load_dataset
-from .tabular import TabularSchema, read_table
+from .tabular import TRANSFORMS, TabularSchema, read_table
 from .train import train
 from .transforms import DataPrep
 
 __all__ = ["register", "as_spec"]
 
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".mat": "mat", ".npz": "table"}
-# Model defaults for tables when no --config is given: linear networks (a factor-analysis-like
-# VAE with the mixed-type likelihood) trained ~1000 steps. On the ODDS benchmark this beat an MLP
-# 128-128 trained 4000 steps in average precision on all three sets (benchmarks/odds.py);
+# Model defaults for tables when no --config is given: numeric columns Yeo-Johnson transformed
+# (robust fit, λ in [0, 2]; the density stays in original units), linear networks (a
+# factor-analysis-like VAE with the mixed-type likelihood) trained ~250 steps (at least 10
+# epochs). Training data are contaminated: longer fits absorb the anomalies (on ODDS 1000 and
+# 3000 steps scored lower than 250). See benchmarks/odds.py and docs/applications.md;
 # `--hidden 128,128` gives a nonlinear model for tables with nonlinear structure.
 TABLE_DEFAULTS = {"model.hidden": [], "train.batch_size": 128, "train.images": False}
-TABLE_STEPS = 1000  # default training length for tables: about this many optimizer steps
+TABLE_STEPS = 250  # default training length for tables: about this many optimizer steps
+TABLE_KINDS = ("csv", "mat", "table", "odds")  # dataset kinds read as tables
 
 
-def as_spec(data: str, **options) -> str:
+def as_spec(data: str, transform: str | None = None, **options) -> str:
     """A dataset spec from a spec or a file path (``x.csv`` → ``csv:x.csv``), with table options
-    (``label``, ``types``, ``drop``, ``test``) appended when given."""
+    (``label``, ``types``, ``drop``, ``test``) appended when given; ``transform`` only for
+    tables and when the spec does not set one."""
     name = data.split(":", 1)[0].split("?", 1)[0].lower()
     if name not in DATASETS or (":" not in data and Path(data).exists()):
         kind = TABLE_SUFFIXES.get(Path(data.split("?", 1)[0]).suffix.lower())
@@ -55,6 +59,9 @@ def as_spec(data: str, **options) -> str:
                 ".mat or .npz file"
             )
         data = f"{kind}:{data}"
+    table = data.split(":", 1)[0].lower() in TABLE_KINDS
+    if transform is not None and table and "transform=" not in data:
+        options["transform"] = transform
     extra = "&".join(f"{k}={v}" for k, v in options.items() if v is not None)
     return data + ("&" if "?" in data else "?") + extra if extra else data
 
@@ -116,7 +123,12 @@ def _anomaly_labels(values: list[str] | None, labels, schema: dict | None) -> li
 def cmd_anomaly_fit(args) -> int:
     torch.set_num_threads(args.threads or 1)
     args.spec = as_spec(
-        args.data, label=args.labels, types=args.types, drop=args.drop, test=args.test
+        args.data,
+        args.transform,
+        label=args.labels,
+        types=args.types,
+        drop=args.drop,
+        test=args.test,
     )
     ds = load_dataset(args.spec, args.data_dir)
     cfg = _fit_config(args, ds)
@@ -361,6 +373,12 @@ def register(sub) -> None:
         "--types", metavar="COL:KIND,..", help="column types: numeric|binary|categorical"
     )
     f.add_argument("--drop", metavar="COL,..", help="table columns to ignore")
+    f.add_argument(
+        "--transform",
+        choices=list(TRANSFORMS),
+        default="yeo-johnson",
+        help="transform of numeric table columns before the Gaussian (default yeo-johnson)",
+    )
     f.add_argument("--test", type=float, help="held-out fraction of a table (default 0.2)")
     f.add_argument(
         "--score",

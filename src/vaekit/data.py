@@ -793,7 +793,7 @@ DATASETS: dict[str, DatasetLoader] = {
         kind: DatasetLoader(
             _table_loader(kind),
             needs_path=True,
-            options=("label", "types", "drop", "test", "seed", "sep"),
+            options=("label", "types", "drop", "test", "seed", "sep", "transform"),
             summary=summary,
         )
         for kind, summary in (

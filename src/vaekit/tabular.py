@@ -9,11 +9,16 @@ dict of columns) becomes a float32 tensor ``x`` of shape ``(N, C)``, one entry p
 - a missing value is NaN, in any column.
 
 ``TabularLikelihood`` turns decoder outputs into p(x|z) = Π_c p_c(x_c|z) over the observed columns:
-numeric N(m + s·loc, (s·σ)²) with the column's standardization (m, s) and a learned σ per column
-(so the density is in the original units: log p(x) = log N((x−m)/s; loc, σ²) − log s), binary
-Bernoulli(logits), categorical Categorical(logits). Missing entries contribute exactly 0 nats.
-The encoder sees standardized numeric values, ±1 for binary, one-hot for categorical, and 0 (or an
-all-zero one-hot) where a value is missing.
+numeric N(m + s·loc, (s·σ)²) on the column's transformed value u = T(x), with the standardization
+(m, s) of u and a learned σ per column, binary Bernoulli(logits), categorical Categorical(logits).
+The density is in the original units: log p(x) = log N((u−m)/s; loc, σ²) − log s + log T'(x).
+T is the identity unless the schema was fitted with ``transform="yeo-johnson"``: then
+T(x) = YJ_λ((x − c)/r), a Yeo-Johnson power transform of the robustly centred and scaled column
+(median c, scaled MAD r), λ fitted by maximum likelihood on the rows that are not outliers of the
+transformed column and kept in [0, 2], where T maps the real line onto itself (extreme values stay
+extreme, and T has an inverse everywhere). Missing entries contribute exactly 0 nats.
+The encoder sees standardized (transformed) numeric values, ±1 for binary, one-hot for
+categorical, and 0 (or an all-zero one-hot) where a value is missing.
 
 The schema (column names, types, levels, standardization) is JSON in ``ModelConfig.columns``, so a
 run rebuilds its model from ``config.json`` alone.
@@ -48,6 +53,11 @@ __all__ = [
     "table_dataset",
     "split_rows",
     "impute",
+    "TRANSFORMS",
+    "yeo_johnson",
+    "yeo_johnson_inverse",
+    "yeo_johnson_log_slope",
+    "fit_yeo_johnson",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +69,10 @@ NUMERIC_MAJORITY = 0.9  # a column whose values are ≥ 90% numbers is numeric: 
 MAX_CATEGORIES = 100  # more distinct strings than this in one column is an error (an ID column?)
 MIN_STD = 1e-8
 MIN_SCALE = 1e-3  # smallest numeric σ in standardized units
+TRANSFORMS = ("none", "yeo-johnson")  # numeric column transforms (``TabularSchema.fit``)
+POWER_RANGE = (0.0, 2.0)  # Yeo-Johnson λ in here: T maps ℝ onto ℝ
+POWER_SEARCH = (-4.0, 6.0)  # λ search interval of the robust fit (projected to POWER_RANGE)
+OUTLIER_Z = 2.576  # rows beyond this robust z of the transformed column do not fit λ
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +213,73 @@ def _arrays_to_columns(arrays: dict[str, np.ndarray], path: Path) -> dict[str, l
 
 
 # ---------------------------------------------------------------------------------------------
+# The Yeo-Johnson transform of numeric columns
+# ---------------------------------------------------------------------------------------------
+
+
+def yeo_johnson(z: Tensor, lam: Tensor) -> Tensor:
+    """Yeo-Johnson transform, elementwise (``lam`` broadcasts): ((1+z)^λ − 1)/λ for z ≥ 0,
+    −((1−z)^(2−λ) − 1)/(2−λ) for z < 0 (the logarithms at λ = 0 and λ = 2)."""
+    pos, neg = torch.log1p(z.clamp_min(0)), torch.log1p((-z).clamp_min(0))
+    lam, mu = lam.expand_as(z), (2 - lam).expand_as(z)
+    up = torch.where(lam.abs() < 1e-6, pos, torch.expm1(lam * pos) / torch.where(lam == 0, 1, lam))
+    down = torch.where(mu.abs() < 1e-6, neg, torch.expm1(mu * neg) / torch.where(mu == 0, 1, mu))
+    return torch.where(z >= 0, up, -down)
+
+
+def yeo_johnson_inverse(t: Tensor, lam: Tensor) -> Tensor:
+    """The inverse of ``yeo_johnson`` for λ in [0, 2], defined on the whole real line."""
+    lam, mu = lam.expand_as(t), (2 - lam).expand_as(t)
+    tp, tn = t.clamp_min(0), (-t).clamp_min(0)
+    up = torch.where(lam.abs() < 1e-6, tp, torch.log1p(lam * tp) / torch.where(lam == 0, 1, lam))
+    down = torch.where(mu.abs() < 1e-6, tn, torch.log1p(mu * tn) / torch.where(mu == 0, 1, mu))
+    return torch.where(t >= 0, torch.expm1(up), -torch.expm1(down))
+
+
+def yeo_johnson_log_slope(z: Tensor, lam: Tensor) -> Tensor:
+    """log dYJ_λ(z)/dz = (λ − 1)·sign(z)·log(1 + |z|)."""
+    return (lam - 1) * torch.sign(z) * torch.log1p(z.abs())
+
+
+def fit_yeo_johnson(v: np.ndarray, rounds: int = 3) -> tuple[float, float, float]:
+    """(center, spread, λ) of a column's values ``v``: median and 1.4826·MAD (the std when the
+    MAD is 0), and the maximum-likelihood λ (searched in ``POWER_SEARCH``) of the standardized
+    values, refitted ``rounds`` times on the rows within ``OUTLIER_Z`` robust z-scores of the
+    transformed column, so that outliers in the (contaminated) data do not bend λ towards
+    themselves (Raymaekers & Rousseeuw, 2021, "Transforming variables to central normality");
+    the result is projected onto ``POWER_RANGE``, where the transform maps ℝ onto ℝ. A column
+    whose core (those rows) is a single value, e.g. mostly zeros, keeps λ = 1 (no shape to fit)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.stats import yeojohnson_llf
+
+    v = np.asarray(v, dtype=np.float64)
+    if len(v) < 3 or np.ptp(v) == 0:
+        return 0.0, 1.0, 1.0
+    center = float(np.median(v))
+    spread = float(1.4826 * np.median(np.abs(v - center)))
+    if spread <= MIN_STD:
+        spread = float(v.std())
+    z = (v - center) / spread
+
+    def best(rows: np.ndarray) -> float:
+        res = minimize_scalar(
+            lambda lam: -yeojohnson_llf(lam, rows), bounds=POWER_SEARCH, method="bounded"
+        )
+        return float(res.x)
+
+    lam = best(z)
+    for _ in range(rounds):
+        t = yeo_johnson(torch.from_numpy(z), torch.tensor(lam).double()).numpy()
+        mid = np.median(t)
+        mad = 1.4826 * np.median(np.abs(t - mid))
+        keep = np.abs(t - mid) <= OUTLIER_Z * mad
+        if mad <= MIN_STD or keep.sum() < 3 or np.ptp(z[keep]) == 0:
+            return center, spread, 1.0  # the core is one value: no shape to fit, identity
+        lam = best(z[keep])
+    return center, spread, float(np.clip(lam, *POWER_RANGE))
+
+
+# ---------------------------------------------------------------------------------------------
 # The schema: column types, levels and standardization
 # ---------------------------------------------------------------------------------------------
 
@@ -206,13 +287,18 @@ def _arrays_to_columns(arrays: dict[str, np.ndarray], path: Path) -> dict[str, l
 @dataclass
 class Column:
     """One column: ``kind`` numeric | binary | categorical; ``levels`` of binary/categorical
-    columns (code = index); ``mean``/``std`` standardize a numeric column."""
+    columns (code = index); ``mean``/``std`` standardize a numeric column's transformed value
+    T(x) = YJ_power((x − center)/spread) (the identity with the defaults power 1, center 0,
+    spread 1)."""
 
     name: str
     kind: str
     levels: list[str] = field(default_factory=list)
     mean: float = 0.0
     std: float = 1.0
+    power: float = 1.0
+    center: float = 0.0
+    spread: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -281,11 +367,19 @@ class TabularSchema:
             "label_levels": self.label_levels,
         }
 
-    def fit(self, x: Tensor) -> TabularSchema:
-        """Set each numeric column's (mean, std) from the observed entries of ``x`` (N, C)."""
+    def fit(self, x: Tensor, transform: str = "none") -> TabularSchema:
+        """Set each numeric column's transform (``"none"`` or ``"yeo-johnson"``, see the module
+        doc; ``fit_yeo_johnson``) and the (mean, std) of its transformed values from the
+        observed entries of ``x`` (N, C)."""
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         for j, c in enumerate(self.columns):
             if c.kind == "numeric":
                 v = x[:, j][~torch.isnan(x[:, j])].double()
+                c.center, c.spread, c.power = (
+                    fit_yeo_johnson(v.numpy()) if transform != "none" else (0.0, 1.0, 1.0)
+                )
+                v = yeo_johnson((v - c.center) / c.spread, torch.tensor(c.power).double())
                 c.mean = float(v.mean()) if len(v) else 0.0
                 std = float(v.std(unbiased=False)) if len(v) > 1 else 0.0
                 c.std = std if std > MIN_STD else 1.0
@@ -478,9 +572,11 @@ def table_dataset(
     test: float = 0.2,
     seed: int = 0,
     name: str = "table",
+    transform: str = "none",
 ) -> Dataset:
-    """A ``Dataset`` from a table: schema inferred (``types`` override), numeric standardization
-    fitted on the training rows, a seeded random ``test`` fraction held out.
+    """A ``Dataset`` from a table: schema inferred (``types`` override), numeric ``transform``
+    (``TabularSchema.fit``) and standardization fitted on the training rows, a seeded random
+    ``test`` fraction held out.
 
     ``dataset.schema`` is the schema dict (``likelihood``, ``columns``, ``label``) plus the row
     numbers of each split (``train_rows``, ``test_rows``) in the original table.
@@ -489,7 +585,7 @@ def table_dataset(
     schema = TabularSchema.infer(cols, types=types, label=label, drop=drop)
     x, y = schema.encode(cols)
     is_test = split_rows(len(x), test, seed)
-    schema.fit(x[torch.from_numpy(~is_test)])
+    schema.fit(x[torch.from_numpy(~is_test)], transform)
     rows = np.arange(len(x))
 
     def part(t: Tensor | None, mask: np.ndarray) -> Tensor | None:
@@ -533,11 +629,13 @@ def load_table_dataset(
     test: str = "0.2",
     seed: str = "0",
     sep: str | None = None,
+    transform: str = "none",
 ) -> Dataset:
     """The ``csv:PATH``, ``mat:PATH``, ``table:PATH`` and ``odds:NAME`` dataset loaders.
 
     Options: ``label=COL`` (labels, not a feature; arrays' ``y`` is the label by default),
-    ``types=COL:KIND,...``, ``drop=COL,...``, ``test=0.2`` and ``seed=0`` (the split), ``sep``.
+    ``types=COL:KIND,...``, ``drop=COL,...``, ``test=0.2`` and ``seed=0`` (the split), ``sep``,
+    ``transform=none|yeo-johnson`` (of numeric columns, fitted on the training rows).
     """
     file = root / "odds" / f"{path}.mat" if kind == "odds" else Path(path).expanduser()
     if kind == "odds" and not file.is_file():
@@ -555,6 +653,7 @@ def load_table_dataset(
         test=float(test),
         seed=int(seed),
         name=f"{kind}:{path}",
+        transform=transform,
     )
 
 
@@ -582,6 +681,7 @@ class MixedColumns(Distribution):
     ``log_prob(x)`` is ``(*batch, C)`` nats with exactly 0 where ``x`` is NaN (missing).
     Numeric columns: Normal(loc, scale) in original units; binary: Bernoulli(logits);
     categorical: Categorical over the column's K codes (logits padded with −inf to K_max).
+    ``loc``/``scale`` are those of the transformed value T(x) (the identity unless fitted).
     """
 
     arg_constraints: dict = {}
@@ -598,7 +698,7 @@ class MixedColumns(Distribution):
         batch_shape: torch.Size,
     ):
         self.head = head
-        self.loc, self.scale = loc, scale  # (*batch, n_num) original units, (n_num,)
+        self.loc, self.scale = loc, scale  # (*batch, n_num), (n_num,) in units of T(x)
         self.bin_logits = bin_logits  # (*batch, n_bin)
         self.cat_logits = cat_logits  # (*batch, n_cat, K_max), normalized log-probabilities
         super().__init__((*batch_shape, head.n_columns), validate_args=False)
@@ -609,8 +709,9 @@ class MixedColumns(Distribution):
         out = torch.zeros(self.batch_shape, dtype=self.loc.dtype, device=value.device)
         x = value[..., h.num_cols]  # (*batch, n_num)
         seen = ~torch.isnan(x)
-        z = (torch.where(seen, x, self.loc.detach()) - self.loc) / self.scale
-        lp = -0.5 * z**2 - self.scale.log() - 0.5 * math.log(2 * math.pi)
+        u, log_slope = h.to_normal(torch.where(seen, x, 0.0))
+        z = (torch.where(seen, u, self.loc.detach()) - self.loc) / self.scale
+        lp = -0.5 * z**2 - self.scale.log() - 0.5 * math.log(2 * math.pi) + log_slope
         out[..., h.num_cols] = torch.where(seen, lp, 0.0)
         x = value[..., h.bin_cols]
         seen = ~torch.isnan(x)
@@ -635,20 +736,23 @@ class MixedColumns(Distribution):
     @property
     def mean(self) -> Tensor:
         """E[x] of numeric (original units) and binary (a probability) columns; for categorical
-        columns, whose codes have no mean, the most probable code."""
-        return self._combine(self.loc, torch.sigmoid(self.bin_logits), self.cat_logits.argmax(-1))
+        columns, whose codes have no mean, the most probable code. With a transform T the
+        numeric value is T⁻¹(loc), the median of the column's distribution."""
+        num = self.head.from_normal(self.loc)
+        return self._combine(num, torch.sigmoid(self.bin_logits), self.cat_logits.argmax(-1))
 
     @property
     def mode(self) -> Tensor:
-        """The most probable value of every column (numeric: the mean)."""
-        return self._combine(self.loc, self.bin_logits > 0, self.cat_logits.argmax(-1))
+        """The most probable value of every column (numeric: the mean, or T⁻¹(loc))."""
+        num = self.head.from_normal(self.loc)
+        return self._combine(num, self.bin_logits > 0, self.cat_logits.argmax(-1))
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
         """Draws ``(*sample_shape, *batch, C)``: numbers, 0/1 and category codes."""
         shape = torch.Size(sample_shape)
         with torch.no_grad():
             loc = self.loc.expand(shape + self.loc.shape)
-            num = torch.normal(loc, self.scale.expand_as(loc))
+            num = self.head.from_normal(torch.normal(loc, self.scale.expand_as(loc)))
             binary = torch.bernoulli(
                 torch.sigmoid(self.bin_logits).expand(shape + self.bin_logits.shape)
             )
@@ -707,6 +811,9 @@ class TabularLikelihood(Likelihood):
         num = [c for c in cols if c.kind == "numeric"]
         self.register_buffer("mean", torch.tensor([c.mean for c in num]), persistent=False)
         self.register_buffer("std", torch.tensor([c.std for c in num]), persistent=False)
+        for key in ("power", "center", "spread"):
+            value = torch.tensor([getattr(c, key) for c in num])
+            self.register_buffer(key, value, persistent=False)
         self.log_scale = nn.Parameter(torch.full((len(num),), math.log(0.5)))
 
     @property
@@ -721,6 +828,16 @@ class TabularLikelihood(Likelihood):
         cat = torch.log_softmax(logits, -1).masked_fill(~self.cat_valid, -math.inf)
         base = MixedColumns(self, loc, scale, p[..., self.bin_slots], cat, p.shape[:-1])
         return Independent(base, 1, validate_args=False)
+
+    def to_normal(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Numeric values ``(..., n_num)`` in original units → (T(x), log T'(x))."""
+        z = (x - self.center) / self.spread
+        u = yeo_johnson(z, self.power)
+        return u, yeo_johnson_log_slope(z, self.power) - self.spread.log()
+
+    def from_normal(self, u: Tensor) -> Tensor:
+        """T⁻¹: transformed numeric values ``(..., n_num)`` → original units."""
+        return self.center + self.spread * yeo_johnson_inverse(u, self.power)
 
     def check(self, x: Tensor) -> None:
         """Missing values (NaN) are allowed; inf is not; binary 0/1, categorical codes 0..K−1."""
@@ -746,7 +863,7 @@ class TabularLikelihood(Likelihood):
     def encoder_input(self, x: Tensor) -> Tensor:
         """(B, C) → (B, W): standardized numeric, ±1 binary, one-hot categorical; 0 if missing."""
         out = x.new_zeros(*x.shape[:-1], self.schema.width)
-        num = (x[..., self.num_cols] - self.mean) / self.std
+        num = (self.to_normal(x[..., self.num_cols])[0] - self.mean) / self.std
         out[..., self.num_slots] = torch.nan_to_num(num, nan=0.0)
         out[..., self.bin_slots] = torch.nan_to_num(2 * x[..., self.bin_cols] - 1, nan=0.0)
         code = x[..., self.cat_cols]
@@ -769,7 +886,8 @@ def impute(model, x: Tensor, *, k: int = 100, seed: int = 0) -> Tensor:
     p(x_mis | x_obs) ≈ Σ_k w_k p(x_mis | z_k), z_k ~ q(z|x_obs), w_k ∝ p(x_obs, z_k) / q(z_k|x_obs)
     (self-normalized importance sampling; Mattei & Frellsen, 2019). Each missing entry gets the
     most probable value of that mixture: the mean for numeric columns, the most probable level for
-    binary and categorical ones. Observed entries are returned unchanged. Seeded.
+    binary and categorical ones (with a transform T: T⁻¹ of the mixture's mean of T(x)).
+    Observed entries are returned unchanged. Seeded.
     """
     head = model.likelihood
     if not isinstance(head, TabularLikelihood):
@@ -782,7 +900,7 @@ def impute(model, x: Tensor, *, k: int = 100, seed: int = 0) -> Tensor:
         px_z = model.decode(z)
         w = torch.softmax(px_z.log_prob(x) + model.prior().log_prob(z) - qz_x.log_prob(z), 0)
     cols: MixedColumns = px_z.base_dist
-    num = (w.unsqueeze(-1) * cols.loc).sum(0)  # (B, n_num)
+    num = head.from_normal((w.unsqueeze(-1) * cols.loc).sum(0))  # (B, n_num)
     binary = (w.unsqueeze(-1) * torch.sigmoid(cols.bin_logits)).sum(0) > 0.5
     cat = (w[..., None, None] * cols.cat_logits.exp()).sum(0).argmax(-1)  # (B, n_cat)
     fill = cols._combine(num, binary, cat)
