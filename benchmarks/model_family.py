@@ -37,7 +37,7 @@ def budgeted_train(
     shutil.rmtree(out, ignore_errors=True)
     ds = load_dataset(cfg.data.dataset, train_limit=cfg.data.train_limit)
     n_batches = max(len(ds.train) // cfg.train.batch_size, 1)
-    step_s = _seconds_per_step(cfg, probe_steps)
+    step_s = _seconds_per_step(cfg, probe_steps) * 1.05  # + per-epoch test ELBO, checkpoints
     cfg.train.epochs = max(1, int(60 * minutes / (step_s * n_batches)))
     cfg.train.time_limit = cap * minutes
     if warmup_fraction > 0:

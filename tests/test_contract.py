@@ -40,6 +40,7 @@ MODELS = {
     "cvae": dict(IMAGE, kind="cvae", n_classes=4),
     "hvae": dict(IMAGE, kind="hvae", latent_dims=[4, 3, 2]),
     "hvae-vamp": dict(IMAGE, kind="hvae", latent_dims=[4, 2], prior="vamp", prior_components=5),
+    "hvae-precision": dict(IMAGE, kind="hvae", latent_dims=[4, 3, 2], ladder_merge="precision"),
     "seqvae-gru": dict(TEXT, arch="gru"),
     "seqvae-transformer": dict(TEXT, arch="transformer", heads=2, seq_layers=2),
     "ae": dict(IMAGE, kind="ae"),

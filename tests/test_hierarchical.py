@@ -15,7 +15,7 @@ import vaekit
 from vaekit.config import ModelConfig, load_config
 from vaekit.distributions import make_likelihood
 from vaekit.evaluation import evaluate, iwae_log_likelihood
-from vaekit.hierarchical import HierarchicalVAE
+from vaekit.hierarchical import HierarchicalVAE, precision_merge
 from vaekit.model import build_model
 from vaekit.networks import MLPDecoder
 from vaekit.objectives import elbo, iwae
@@ -31,9 +31,10 @@ def _linear(weight, bias) -> nn.Linear:
     return lin
 
 
-def linear_chain(dtype=torch.float64):
+def linear_chain(dtype=torch.float64, merge="residual"):
     """p(z_2) = N(0, 1), p(z_1|z_2) = N(a z_2, s² I), p(x|z_1) = N(W z_1 + b, σ² I), built as a
-    HierarchicalVAE whose top-down posterior is exactly p(z_2|x) p(z_1|z_2, x)."""
+    HierarchicalVAE whose top-down posterior is exactly p(z_2|x) p(z_1|z_2, x), with either
+    ``merge`` rule (precision: the bottom-up factor is the likelihood's Gaussian in z_1)."""
     g = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(D_X, D_1, generator=g, dtype=dtype))
     w = q * torch.tensor([2.0, 1.2], dtype=dtype)  # orthogonal columns: diagonal posteriors
@@ -50,7 +51,9 @@ def linear_chain(dtype=torch.float64):
     zero = torch.zeros
     decoder = MLPDecoder((D_X,), D_1, 1, hidden=())
     likelihood = make_likelihood("gaussian", (D_X,), scale="shared")
-    model = HierarchicalVAE(nn.Identity(), decoder, likelihood, [D_1, 1], D_X, logscale_clamp=1e6)
+    model = HierarchicalVAE(
+        nn.Identity(), decoder, likelihood, [D_1, 1], D_X, logscale_clamp=1e6, merge=merge
+    )
     model = model.double()
     model.act = nn.Identity()
     model.up[0] = nn.Identity()  # d_1 = d_2 = x
@@ -65,6 +68,11 @@ def linear_chain(dtype=torch.float64):
     q_w[:2, 3] = a / s**2 / lam - a
     q_b = torch.cat([-(w.T @ b) / sigma**2 / lam, -0.5 * lam.log() - math.log(s)])
     model.q_head[0] = _linear(q_w, q_b)
+    if merge == "precision":  # N(z_1; Λ_x⁻¹ Wᵀ(x − b)/σ², Λ_x⁻¹), Λ_x = WᵀW/σ² (diagonal)
+        lam_x = (w * w).sum(0) / sigma**2
+        u_w = torch.cat([(w / sigma**2 / lam_x).T, zero(D_1, D_X, dtype=dtype)])
+        u_b = torch.cat([-(w.T @ b) / sigma**2 / lam_x, -0.5 * lam_x.log()])
+        model.q_head[0] = _linear(u_w, u_b)
     with torch.no_grad():
         decoder.net[0].weight.copy_(w)
         decoder.net[0].bias.copy_(b)
@@ -83,6 +91,21 @@ def test_with_the_exact_posterior_every_importance_weight_is_log_px():
     torch.testing.assert_close(iwae_log_likelihood(model, x, k=50, chunk=20), exact)
     # The ELBO with per-layer analytic KL is exact in expectation (noise only from sampling).
     assert (elbo(model, x, n_samples=20_000).bound - exact).abs().max() < 0.03
+
+
+def test_precision_merge_is_exact_for_linear_gaussian_layers():
+    model, px = linear_chain(merge="precision")
+    x = px.sample((16,))
+    torch.testing.assert_close(iwae(model, x, k=7).bound, px.log_prob(x))
+
+
+def test_precision_merge_matches_the_product_of_two_normals():
+    g = torch.Generator().manual_seed(1)
+    u_loc, u_ls, p_loc, p_ls = torch.randn(4, 50, dtype=torch.float64, generator=g)
+    loc, scale = precision_merge(u_loc, u_ls, p_loc, p_ls)
+    pu, pp = (-2 * u_ls).exp(), (-2 * p_ls).exp()  # precisions
+    torch.testing.assert_close(scale, (pu + pp).rsqrt())
+    torch.testing.assert_close(loc, (u_loc * pu + p_loc * pp) / (pu + pp))
 
 
 def test_with_a_worse_posterior_elbo_below_iwae_below_log_px():

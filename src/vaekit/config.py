@@ -35,6 +35,7 @@ class ModelConfig:
     latent_dims: list[int] = field(default_factory=list)  # hvae: sizes of z_1..z_L, bottom→top
     logscale_clamp: float = 7.0  # hvae: log-scales soft-clamped to (−c, c)
     ladder_width: int = 0  # hvae: width of the bottom-up / top-down networks (0: hidden[-1])
+    ladder_merge: str = "residual"  # hvae: q(z_l|z_l+1, x) rule: residual (NVAE) | precision (LVAE)
     prior: str = "normal"  # normal | vamp (mixture of posteriors at learned pseudo-inputs)
     prior_components: int = 500  # vamp: number of pseudo-inputs
     n_classes: int | None = None  # cvae: filled from the data's labels

@@ -9,8 +9,14 @@ top, q(z_L|x) reads d_L and for l < L
 
     q(z_l | z_{l+1}, x) = N(loc_p + Δloc, scale_p·exp(Δlog_scale)), (Δloc, Δlog_scale) = f(d_l, t_l)
 
-combines bottom-up (d_l) and top-down (t_l, the prior's features) information. Log-scales are
-soft-clamped to (−c, c) (``c = logscale_clamp``) for stability.
+combines bottom-up (d_l) and top-down (t_l, the prior's features) information (``merge:
+residual``, NVAE's parameterization relative to the prior). ``merge: precision`` is the Ladder
+VAE's: a bottom-up Gaussian N(loc_u, scale_u) read from d_l alone is multiplied with the prior,
+
+    1/scale_q² = 1/scale_u² + 1/scale_p²,  loc_q = scale_q² (loc_u/scale_u² + loc_p/scale_p²),
+
+which is exact for linear-Gaussian layers and cheaper (the bottom-up part is computed once per
+example, not once per draw). Log-scales are soft-clamped to (−c, c) (``c = logscale_clamp``).
 
 The posterior and the prior are distributions over the concatenated vector z = [z_1, …, z_L]
 (bottom → top), so every objective treats this model as any VAE: ``rsample`` runs the top-down
@@ -31,7 +37,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints, 
 from .config import ModelConfig
 from .distributions import kl_per_dim, make_likelihood
 from .model import VAE, network_options
-from .networks import ACTIVATIONS, _mlp, make_networks
+from .networks import ACTIVATIONS, MLPEncoder, _mlp, make_networks
 from .priors import make_prior
 
 __all__ = ["HierarchicalVAE", "LadderPosterior", "LadderPrior", "build_hierarchical"]
@@ -54,6 +60,22 @@ class _Pass:
     kl: list[Tensor] | None = None
 
 
+MERGES = ("residual", "precision")
+
+
+def precision_merge(
+    u_loc: Tensor, u_log_scale: Tensor, p_loc: Tensor, p_log_scale: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(loc, scale) of the normalized product N(u_loc, u_scale²)·N(p_loc, p_scale²), elementwise.
+
+    loc = p_loc + w (u_loc − p_loc) with w = σ(2 log p_scale − 2 log u_scale) (the bottom-up
+    share of the precision); log scale = −½ logaddexp(−2 log u_scale, −2 log p_scale).
+    """
+    w = torch.sigmoid(2.0 * (p_log_scale - u_log_scale))
+    log_scale = -0.5 * torch.logaddexp(-2.0 * u_log_scale, -2.0 * p_log_scale)
+    return p_loc + w * (u_loc - p_loc), log_scale.exp()
+
+
 class HierarchicalVAE(VAE):
     """A VAE whose latent is z = [z_1, …, z_L]; ``decode`` reads z_1 only (see module doc)."""
 
@@ -67,19 +89,25 @@ class HierarchicalVAE(VAE):
         *,
         activation: str = "relu",
         logscale_clamp: float = 7.0,
+        merge: str = "residual",
+        features: int | None = None,
         config: ModelConfig | None = None,
         prior: nn.Module | None = None,
     ):
         if len(latent_dims) < 2 or min(latent_dims) < 1:
             raise ValueError(f"a hierarchical VAE needs ≥ 2 latent layers, got {latent_dims}")
+        if merge not in MERGES:
+            raise ValueError(f"model.ladder_merge must be one of {MERGES}, got {merge!r}")
         super().__init__(encoder, decoder, likelihood, sum(latent_dims), config, prior=prior)
         self.latent_dims = list(latent_dims)
         self.logscale_clamp = logscale_clamp
+        self.merge = merge
         n = len(latent_dims)
+        f = features or width  # bottom-up feature width (the encoder's output)
         self.act = ACTIVATIONS[activation]()
         hidden = (width,)
-        self.up = nn.ModuleList([_mlp([width, width, 1], activation)[:2] for _ in range(n - 1)])
-        self.q_top = nn.Linear(width, 2 * latent_dims[-1])
+        self.up = nn.ModuleList([_mlp([f, f, 1], activation)[:2] for _ in range(n - 1)])
+        self.q_top = nn.Linear(f, 2 * latent_dims[-1])
         # Index l (0-based, bottom first) serves layer l from the layer above it.
         self.down = nn.ModuleList(
             [_mlp([latent_dims[l + 1], *hidden, width], activation) for l in range(n - 1)]
@@ -87,9 +115,12 @@ class HierarchicalVAE(VAE):
         self.p_head = nn.ModuleList(  # t is the down network's linear output
             [nn.Sequential(self.act, nn.Linear(width, 2 * latent_dims[l])) for l in range(n - 1)]
         )
-        self.q_head = nn.ModuleList(
-            [_mlp([2 * width, *hidden, 2 * latent_dims[l]], activation) for l in range(n - 1)]
-        )
+        with torch.no_grad():  # each conditional prior starts close to N(0, I): initially
+            for head in self.p_head:  # a single-layer VAE plus a nearly dormant top layer
+                head[-1].weight.mul_(0.01)
+                head[-1].bias.zero_()
+        q_in = f if merge == "precision" else f + width  # precision: d_l alone
+        self.q_head = nn.ModuleList([nn.Linear(q_in, 2 * latent_dims[l]) for l in range(n - 1)])
         self._last_pass = None  # weakref to the last posterior pass, shared with the prior
 
     @property
@@ -103,7 +134,7 @@ class HierarchicalVAE(VAE):
 
     # ---- networks ------------------------------------------------------------------------------
     def _features(self, inputs: Tensor) -> list[Tensor]:
-        """Bottom-up features d_1 … d_L, each ``(B, width)``."""
+        """Bottom-up features d_1 … d_L, each ``(B, features)``."""
         d = [self.act(self.encoder(inputs))]
         for up in self.up:
             d.append(up(d[-1]))
@@ -167,11 +198,7 @@ class HierarchicalVAE(VAE):
             p_loc, p_log_scale = self.p_head[l](t).chunk(2, -1)
             p = self._normal(p_loc, p_log_scale)
             if feats is not None:
-                d = feats[l].expand(*lead, -1)
-                d_loc, d_log_scale = self.q_head[l](torch.cat([d, t], -1)).chunk(2, -1)
-                q = self._normal(
-                    p_loc + d_loc, soft_clamp(p_log_scale, self.logscale_clamp) + d_log_scale
-                )
+                q = self._posterior(l, feats[l], t, p_loc, p_log_scale, lead)
                 if given is not None:
                     zs[l] = given[l]
                 else:
@@ -189,6 +216,21 @@ class HierarchicalVAE(VAE):
         if feats is None:
             return _Pass(z_all, log_p)
         return _Pass(z_all, log_p, log_q, kl)
+
+    def _posterior(
+        self, l: int, d: Tensor, t: Tensor, p_loc: Tensor, p_log_scale: Tensor, lead: torch.Size
+    ) -> Normal:
+        """q(z_l | z_{l+1}, x) from bottom-up ``d`` ``(B, features)`` and top-down ``t``/prior
+        parameters ``(*S, B, ·)``; see the module doc for the two ``merge`` rules."""
+        c = self.logscale_clamp
+        if self.merge == "precision":
+            u_loc, u_log_scale = self.q_head[l](d).chunk(2, -1)  # (B, d_l), once per example
+            loc, scale = precision_merge(
+                u_loc, soft_clamp(u_log_scale, c), p_loc, soft_clamp(p_log_scale, c)
+            )
+            return Normal(loc, scale, validate_args=False)
+        d_loc, d_log_scale = self.q_head[l](torch.cat([d.expand(*lead, -1), t], -1)).chunk(2, -1)
+        return self._normal(p_loc + d_loc, soft_clamp(p_log_scale, c) + d_log_scale)
 
     # ---- the VAE interface -----------------------------------------------------------------------
     def encode(self, x: Tensor, *, check: bool = True) -> LadderPosterior:
@@ -291,14 +333,20 @@ class LadderPrior(Distribution):
 
 def build_hierarchical(cfg: ModelConfig) -> HierarchicalVAE:
     """``kind: hvae``: ``latent_dims`` (bottom → top; default [latent_dim, latent_dim // 2]),
-    encoder/decoder networks of ``arch``, ladder width ``ladder_width`` (default ``hidden[-1]``)."""
+    encoder/decoder networks of ``arch``, top-down width ``ladder_width`` (default
+    ``hidden[-1]``). The bottom-up features are the encoder's last hidden layer (``hidden[-1]``
+    units; an MLP encoder is the single-layer model's trunk, ``hidden[:-1]`` then that layer)."""
     event_shape = tuple(cfg.event_shape)
     dims = list(cfg.latent_dims) or [cfg.latent_dim, max(cfg.latent_dim // 2, 1)]
-    width = cfg.ladder_width or (cfg.hidden[-1] if cfg.hidden else 256)
+    features = cfg.hidden[-1] if cfg.hidden else 256
+    width = cfg.ladder_width or features
     likelihood = make_likelihood(cfg.likelihood, event_shape, scale=cfg.gaussian_scale)
+    options = network_options(cfg)
     encoder, decoder = make_networks(
-        cfg.arch, event_shape, dims[0], likelihood.n_params, enc_out=width, **network_options(cfg)
+        cfg.arch, event_shape, dims[0], likelihood.n_params, enc_out=features, **options
     )
+    if cfg.arch == "mlp" and cfg.hidden:
+        encoder = MLPEncoder(event_shape, features, cfg.hidden[:-1], cfg.activation)
     return HierarchicalVAE(
         encoder,
         decoder,
@@ -307,6 +355,8 @@ def build_hierarchical(cfg: ModelConfig) -> HierarchicalVAE:
         width,
         activation=cfg.activation,
         logscale_clamp=cfg.logscale_clamp,
+        merge=cfg.ladder_merge,
+        features=features,
         config=cfg,
         prior=make_prior(cfg.prior, event_shape, cfg.prior_components),
     )
