@@ -43,10 +43,7 @@ def _log_px(out: Path, x: torch.Tensor, k: int) -> torch.Tensor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return torch.cat(
-            [
-                iwae_log_likelihood(model, x[i : i + 100], k=k)
-                for i in range(0, len(x), 100)
-            ]
+            [iwae_log_likelihood(model, x[i : i + 100], k=k) for i in range(0, len(x), 100)]
         ).double()
 
 

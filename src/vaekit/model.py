@@ -93,8 +93,7 @@ class VAE(nn.Module):
         """The current condition as ``(batch, cond_dim)``; clear error when none is set."""
         if self._y is None:
             raise ValueError(
-                "this conditional model needs y: use `with model.given(labels): ...` "
-                "(CLI: --label)"
+                "this conditional model needs y: use `with model.given(labels): ...` (CLI: --label)"
             )
         if len(self._y) not in (1, batch):
             raise ValueError(f"condition has {len(self._y)} rows for a batch of {batch}")
