@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import torch
+from paired_nll import per_example_log_px
 
 import vaekit
 from vaekit.cli import _config_path
-from vaekit.evaluation import iwae_log_likelihood
 from vaekit.transforms import DataPrep
 
 
@@ -36,15 +36,6 @@ def _train(overrides: dict, out: Path) -> tuple[float, int]:
     vaekit.train(cfg, out, log=lambda *_: None)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return time.perf_counter() - t0, rows[-1]["epoch"]
-
-
-def _log_px(out: Path, x: torch.Tensor, k: int) -> torch.Tensor:
-    model = vaekit.load(out)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return torch.cat(
-            [iwae_log_likelihood(model, x[i : i + 100], k=k) for i in range(0, len(x), 100)]
-        ).double()
 
 
 def _summary(lp: torch.Tensor) -> dict:
@@ -94,7 +85,7 @@ def main() -> None:
     model = vaekit.load(root / "elbo")
     ds = vaekit.load_dataset("mnist", test_limit=args.test_n)
     x = DataPrep(model.likelihood, "dynamic").fixed(ds.test, model.run_config.data.eval_seed)
-    lps = {name: _log_px(root / name, x, args.k) for name in results}
+    lps = {name: per_example_log_px(vaekit.load(root / name), x, None, args.k) for name in results}
     for name, lp in lps.items():
         results[name].update(_summary(lp))
     diff = lps["elbo"] - lps["iwae"]  # log p(x) difference; negative: the IWAE model is better
