@@ -50,15 +50,13 @@ class ObjectiveResult:
     kl: Tensor  # (B,) KL(q(z|x) || p(z)) (for IWAE: the single-sample estimate, for logging)
     kl_per_dim: Tensor  # (B, D)
 
-    def metrics(self) -> dict[str, float]:
-        """Batch means as floats: ``bound``, ``recon`` (= log p(x|z)), ``kl``, ``loss``."""
+    def metrics(self, loss: float | None = None) -> dict[str, float]:
+        """Batch means as floats: ``bound``, ``recon`` (= log p(x|z)), ``kl``, ``loss`` (pass
+        ``float(self.loss)`` when the caller already has it: one conversion per training step)."""
         with torch.no_grad():
-            return {
-                "loss": float(self.loss),
-                "bound": float(self.bound.mean()),
-                "recon": float(self.log_px_z.mean()),
-                "kl": float(self.kl.mean()),
-            }
+            bound, recon, kl = torch.stack((self.bound, self.log_px_z, self.kl)).mean(1).tolist()
+        loss = float(self.loss) if loss is None else loss
+        return {"loss": loss, "bound": bound, "recon": recon, "kl": kl}
 
 
 def elbo(

@@ -168,10 +168,11 @@ def train(
                 res = objective(model, x, step=step)
             optimizer.zero_grad(set_to_none=True)
             res.loss.backward()
-            grad_norm = _clip_gradients(model, tc.clip_norm)
-            if tc.grad_skip and torch.isfinite(grad_norm) and grad_norm > tc.grad_skip:
+            grad_norm = _clip_gradients(model, tc.clip_norm)  # one float per step, no tensors
+            loss_value = float(res.loss)
+            if tc.grad_skip and math.isfinite(grad_norm) and grad_norm > tc.grad_skip:
                 grad_skipped += 1  # a gradient spike: no update (as in NVAE / VDVAE)
-            elif not (torch.isfinite(res.loss) and torch.isfinite(grad_norm)):
+            elif not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                 nonfinite_run += 1
                 nonfinite_total += 1
                 if nonfinite_run >= tc.max_nonfinite:
@@ -183,7 +184,7 @@ def train(
             else:
                 nonfinite_run = 0
                 optimizer.step()
-                m = res.metrics()
+                m = res.metrics(loss_value)
                 for key in sums:
                     sums[key] += m[key]
                 counted += 1
@@ -193,7 +194,7 @@ def train(
             state.update(step=step, batch_in_epoch=batch_in_epoch)
             if step % 50 == 0:
                 bar.set_postfix(elbo=f"{sums['bound'] / max(counted, 1):.2f}")
-                writer.add_scalar("train/loss", float(res.loss.detach()), step)
+                writer.add_scalar("train/loss", loss_value, step)
             if _should_stop(tc, step, t_start, stop):
                 bar.close()
                 checkpoint(perm)
@@ -266,14 +267,15 @@ class _StopFlag:
         self.set = True
 
 
-def _clip_gradients(model, max_norm: float) -> torch.Tensor:
+def _clip_gradients(model, max_norm: float) -> float:
     """Total gradient norm of ``model``; gradients are rescaled to ``max_norm`` only when it is
     exceeded (0 = never). Non-finite norms are returned unchanged for the caller to skip."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-    if max_norm and torch.isfinite(norm) and norm > max_norm:
+    value = float(norm)
+    if max_norm and math.isfinite(value) and value > max_norm:
         torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm, foreach=True)
-    return norm
+    return value
 
 
 def _should_stop(tc, step: int, t_start: float, stop: _StopFlag) -> bool:
