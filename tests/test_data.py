@@ -308,3 +308,50 @@ def test_folder_errors(tmp_path):
         load_dataset(f"folder:{tmp_path / 'bad'}")
     with pytest.raises(ValueError, match="bad size"):
         load_dataset(f"folder:{tmp_path / 'bad'}?size=big")
+
+
+# --- binarization (vaekit.transforms) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["binarize", "binarize_fast"])
+def test_binarization_is_bernoulli_k_over_255(name):
+    """Each level k gives x=1 with probability k/255 (binomial test, 4σ, fixed seed); levels 0 and
+    255 are exactly 0 and 1; the output is float {0, 1} of the input's shape."""
+    from vaekit import transforms
+
+    f = getattr(transforms, name)
+    levels = torch.arange(256, dtype=torch.uint8).repeat(2000, 1)  # (2000, 256)
+    x = f(levels, torch.Generator().manual_seed(1))
+    assert x.shape == levels.shape and x.dtype == torch.float32
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    assert (x[:, 0] == 0).all() and (x[:, 255] == 1).all()
+    p = torch.arange(256, dtype=torch.float64) / 255
+    sd = (p * (1 - p) / 2000).sqrt()
+    err = (x.double().mean(0) - p).abs()
+    assert (err <= 4 * sd + 1e-12).all(), err.max()
+    # the same generator state gives the same draws
+    assert torch.equal(x, f(levels, torch.Generator().manual_seed(1)))
+
+
+def test_binarize_fast_probabilities_are_exact_fractions_of_65536():
+    """All 65536 16-bit draws s, pushed through binarize_fast's comparison, give P(x=1|k) =
+    ⌈65536·k/255⌉/65536: within 1.6e-5 of k/255."""
+    r = torch.arange(-32768, 32768, dtype=torch.int32).float()  # r = s − 32768
+    u = r.mul_(255.0 / 65536.0).add_(127.5)
+    k = torch.arange(256, dtype=torch.uint8)
+    p = (u[None, :] < k[:, None]).double().mean(1)
+    expected = torch.ceil(65536 * torch.arange(256, dtype=torch.float64) / 255) / 65536
+    assert torch.equal(p, expected)
+    assert (p - torch.arange(256) / 255).abs().max() < 1.6e-5
+
+
+def test_fixed_split_keeps_the_24_bit_binarization():
+    """DataPrep.fixed is 1[255·u < k] with u = torch.rand from the seeded generator: the test set
+    every earlier run was evaluated on; training batches use binarize_fast."""
+    from vaekit.distributions import make_likelihood
+    from vaekit.transforms import DataPrep
+
+    prep = DataPrep(make_likelihood("bernoulli", (1, 4, 4)))
+    raw = torch.randint(0, 256, (50, 1, 4, 4), dtype=torch.uint8)
+    u = torch.rand(raw.shape, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(prep.fixed(raw, seed=7), (255 * u < raw).float())

@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Categorical, MixtureSameFamily, kl_divergence
+from torch.distributions import Categorical, MixtureSameFamily, Normal, kl_divergence
 
 from vaekit.distributions import (
     DiscretizedLogistic,
+    StandardNormal,
     SupportError,
     diag_gaussian,
     kl_per_dim,
@@ -28,6 +29,25 @@ def test_analytic_kl_matches_monte_carlo():
     torch.testing.assert_close(analytic, closed)
     se = (qz_x.log_prob(z) - pz.log_prob(z)).std(0) / math.sqrt(len(z))
     assert ((mc - analytic).abs() < 4 * se).all()
+
+
+def test_standard_normal_kl_matches_torch_general_normal_kl():
+    """The registered KL(Normal ‖ StandardNormal) equals torch's Normal-Normal KL against N(0, 1),
+    values and gradients, and the standard normal behaves as N(0, 1) elsewhere."""
+    torch.manual_seed(3)
+    loc = torch.randn(6, 4, requires_grad=True)
+    raw = torch.randn(6, 4, requires_grad=True)
+    q = Normal(loc, torch.nn.functional.softplus(raw))
+    ours = kl_divergence(q, StandardNormal((4,)))
+    general = kl_divergence(q, Normal(torch.zeros(4), torch.ones(4)))
+    torch.testing.assert_close(ours, general)
+    g_ours = torch.autograd.grad(ours.sum(), (loc, raw), retain_graph=True)
+    g_general = torch.autograd.grad(general.sum(), (loc, raw))
+    for a, b in zip(g_ours, g_general, strict=True):
+        torch.testing.assert_close(a, b)
+    z = torch.randn(5, 4)
+    torch.testing.assert_close(StandardNormal((4,)).log_prob(z), Normal(0.0, 1.0).log_prob(z))
+    assert standard_normal(4).expand((3,)).batch_shape == (3,)
 
 
 def test_kl_falls_back_to_monte_carlo_for_unregistered_pairs():

@@ -25,6 +25,7 @@ from torch.distributions import (
     Normal,
     constraints,
     kl_divergence,
+    register_kl,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "make_likelihood",
     "diag_gaussian",
     "standard_normal",
+    "StandardNormal",
     "kl_per_dim",
     "SupportError",
 ]
@@ -56,8 +58,28 @@ def diag_gaussian(loc: Tensor, scale: Tensor) -> Independent:
 
 def standard_normal(latent_dim: int, *, device=None, dtype=torch.float32) -> Independent:
     """The prior p(z) = N(0, I), event shape ``(latent_dim,)``."""
-    zeros = torch.zeros(latent_dim, device=device, dtype=dtype)
-    return diag_gaussian(zeros, torch.ones_like(zeros))
+    return Independent(StandardNormal((latent_dim,), device=device, dtype=dtype), 1)
+
+
+class StandardNormal(Normal):
+    """N(0, 1) in each element of ``shape``. A class of its own so that KL(Normal ‖ N(0, 1)) is
+    dispatched (``register_kl``) to its shorter closed form: 7 tensor operations instead of 10,
+    forward and backward, on every training step."""
+
+    def __init__(self, shape, *, device=None, dtype=torch.float32):
+        zeros = torch.zeros(shape, device=device, dtype=dtype)
+        super().__init__(zeros, torch.ones_like(zeros), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None) -> StandardNormal:
+        return StandardNormal(torch.Size(batch_shape), device=self.loc.device, dtype=self.loc.dtype)
+
+
+@register_kl(Normal, StandardNormal)
+def _kl_normal_standard_normal(q: Normal, p: StandardNormal) -> Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) = ½(μ² + σ²) − log σ − ½ per element, nats."""
+    shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+    kl = 0.5 * (q.loc.pow(2) + q.scale.pow(2)) - q.scale.log() - 0.5
+    return kl.expand(shape)
 
 
 def kl_per_dim(qz_x: Distribution, pz: Distribution, z: Tensor | None = None) -> Tensor:
@@ -192,7 +214,10 @@ class Likelihood(nn.Module):
 
     def _param(self, params: Tensor, i: int) -> Tensor:
         """The i-th parameter map of ``params`` shaped ``(*batch, n_params, *event_shape)``."""
-        return params.select(-self._event_dims() - 1, i)
+        dim = -self._event_dims() - 1
+        if self.n_params == 1:  # a view both ways (select's backward writes a zero-filled copy)
+            return params.squeeze(dim)
+        return params.select(dim, i)
 
 
 class _BinaryBernoulli(Bernoulli):

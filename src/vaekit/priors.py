@@ -22,11 +22,19 @@ __all__ = ["StandardNormalPrior", "VampPrior", "PRIORS", "make_prior"]
 
 
 class StandardNormalPrior(nn.Module):
-    """p(z) = N(0, I) over ``model.top_dim`` dimensions (no parameters)."""
+    """p(z) = N(0, I) over ``model.top_dim`` dimensions (no parameters). The distribution is built
+    once per (size, device, dtype) and reused: it is immutable."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # follows .to()
+        self._cache: dict = {}
 
     def forward(self, model) -> Distribution:
-        p = next(model.parameters())
-        return standard_normal(model.top_dim, device=p.device, dtype=p.dtype)
+        key = (model.top_dim, self._anchor.device, self._anchor.dtype)
+        if key not in self._cache:
+            self._cache[key] = standard_normal(key[0], device=key[1], dtype=key[2])
+        return self._cache[key]
 
     def sample(self, model, n: int, temperature: float = 1.0, generator=None) -> Tensor:
         """``(n, D)`` draws from N(0, temperature² I)."""

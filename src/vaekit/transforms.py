@@ -1,7 +1,9 @@
 """From stored data (uint8 levels or floats) to values in a likelihood's support.
 
 Dynamic binarization (the standard MNIST likelihood benchmark): every training batch is resampled
-as x ~ Bernoulli(pixel/255); the evaluation split is binarized once with a fixed seed. Without
+as x ~ Bernoulli(pixel/255) from 16-bit uniforms (``binarize_fast``); the evaluation split is
+binarized once with a fixed seed from 24-bit uniforms (``binarize``, unchanged since the first
+release, so that every run is evaluated on the same test set). Without
 binarization, 8-bit data go through the likelihood's own ``prepare`` (dequantization for a
 Gaussian, integer levels for categorical / discretized logistic); float data pass unchanged.
 """
@@ -13,9 +15,30 @@ from torch import Tensor
 
 from .distributions import Likelihood
 
-__all__ = ["DataPrep", "BINARIZE"]
+__all__ = ["DataPrep", "BINARIZE", "binarize", "binarize_fast"]
 
 BINARIZE = ("auto", "dynamic", "none")
+
+
+def binarize(levels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """x ~ Bernoulli(k/255) for uint8 levels k, as 1[255·u < k] with u ~ U(0, 1) (24-bit floats):
+    P(x=1) is k/255 to within 2⁻²⁴. Float32 of ``levels``' shape; u is overwritten in place."""
+    u = torch.rand(levels.shape, generator=generator, device=levels.device)
+    return u.mul_(255.0).lt_(levels)
+
+
+def binarize_fast(levels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """``binarize`` from 16-bit uniforms, about twice as fast (the training batches' version).
+
+    One 64-bit draw gives four s ~ U{0, …, 65535}; x = 1[s·255/65536 < k], computed exactly in
+    float32 (s·255 < 2²⁴), so P(x=1) = ⌈65536·k/255⌉/65536: exactly 0 for k = 0 and 1 for k = 255,
+    within 1.6·10⁻⁵ of k/255 in between.
+    """
+    n = levels.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=levels.device)
+    words.random_(-(2**63), None, generator=generator)  # all 64 bits uniform
+    r = words.view(torch.int16)[:n].view(levels.shape).float()  # r = s − 32768
+    return r.mul_(255.0 / 65536.0).add_(127.5).lt_(levels)  # s·255/65536 < k
 
 
 class DataPrep:
@@ -34,11 +57,12 @@ class DataPrep:
         if raw.dtype != torch.uint8:
             return raw.float()
         if self.binarize == "dynamic":
-            # x ~ Bernoulli(k/255) as 255·u < k, u ~ U(0, 1): one pass, faster than torch.bernoulli
-            u = torch.rand(raw.shape, generator=generator, device=raw.device)
-            return (u.mul_(255.0) < raw).float()
+            return binarize_fast(raw, generator)
         return self.likelihood.prepare(raw, generator)
 
     def fixed(self, raw: Tensor, seed: int = 0) -> Tensor:
         """The whole split prepared once with a seeded generator (the evaluation convention)."""
-        return self(raw, torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        if raw.dtype == torch.uint8 and self.binarize == "dynamic":
+            return binarize(raw, generator)  # the same test set as every earlier run
+        return self(raw, generator)
