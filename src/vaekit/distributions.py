@@ -77,9 +77,11 @@ class StandardNormal(Normal):
 @register_kl(Normal, StandardNormal)
 def _kl_normal_standard_normal(q: Normal, p: StandardNormal) -> Tensor:
     """KL(N(μ, σ²) ‖ N(0, 1)) = ½(μ² + σ²) − log σ − ½ per element, nats."""
-    shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
     kl = 0.5 * (q.loc.pow(2) + q.scale.pow(2)) - q.scale.log() - 0.5
-    return kl.expand(shape)
+    qs, ps = q.batch_shape, p.batch_shape
+    fits = len(ps) <= len(qs) and all(a in (1, b) for a, b in zip(ps[::-1], qs[::-1], strict=False))
+    # (torch.broadcast_shapes is slow Python: called only when p's shape widens q's)
+    return kl if fits else kl.expand(torch.broadcast_shapes(qs, ps))
 
 
 def kl_per_dim(qz_x: Distribution, pz: Distribution, z: Tensor | None = None) -> Tensor:

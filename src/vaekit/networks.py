@@ -60,7 +60,10 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         if i < len(sizes) - 2:
-            layers += [he_init(nn.Linear(a, b), activation), act()]
+            # ReLU in place: the Linear's output is not needed by its backward, and ReLU's
+            # backward reads ReLU's own output, so one (N, b) buffer is written instead of two.
+            a_layer = act(inplace=True) if act is nn.ReLU else act()
+            layers += [he_init(nn.Linear(a, b), activation), a_layer]
         else:
             layers.append(nn.Linear(a, b))
     return nn.Sequential(*layers)

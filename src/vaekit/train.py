@@ -107,6 +107,8 @@ def train(
         [*model.parameters(), *objective.parameters()], lr=tc.lr, fused=True
     )
     gen = torch.Generator().manual_seed(tc.seed)  # data order and binarization
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    model_params = list(model.parameters())  # gradient clipping: the model's, not a baseline's
 
     n = len(ds.train)
     n_batches = max(n // tc.batch_size, 1)  # drop the ragged last batch
@@ -166,9 +168,10 @@ def train(
                 group["lr"] = lr
             with model.given(y):
                 res = objective(model, x, step=step)
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:  # optimizer.zero_grad(set_to_none=True) without its profiler scope
+                p.grad = None
             res.loss.backward()
-            grad_norm = _clip_gradients(model, tc.clip_norm)  # one float per step, no tensors
+            grad_norm = _clip_gradients(model_params, tc.clip_norm)  # one float, no tensors
             loss_value = float(res.loss.detach())
             if tc.grad_skip and math.isfinite(grad_norm) and grad_norm > tc.grad_skip:
                 grad_skipped += 1  # a gradient spike: no update (as in NVAE / VDVAE)
@@ -267,10 +270,10 @@ class _StopFlag:
         self.set = True
 
 
-def _clip_gradients(model, max_norm: float) -> float:
-    """Total gradient norm of ``model``; gradients are rescaled to ``max_norm`` only when it is
+def _clip_gradients(params: list[torch.Tensor], max_norm: float) -> float:
+    """Total gradient norm of ``params``; gradients are rescaled to ``max_norm`` only when it is
     exceeded (0 = never). Non-finite norms are returned unchanged for the caller to skip."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
     # per-tensor norms in one foreach kernel, then their norm (get_total_norm without its
@@ -278,7 +281,7 @@ def _clip_gradients(model, max_norm: float) -> float:
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     value = float(norm)
     if max_norm and math.isfinite(value) and value > max_norm:
-        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm, foreach=True)
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
     return value
 
 
