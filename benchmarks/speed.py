@@ -86,13 +86,17 @@ def _run(side: str, ds, epochs: int, threads: int, out: Path) -> tuple[float, fl
 
 
 def _concurrent_worker(side, core, epochs, barrier, results) -> None:
-    os.sched_setaffinity(0, {core})
-    torch.set_num_threads(1)
-    ds = vaekit.load_dataset("mnist")
-    with tempfile.TemporaryDirectory() as tmp:
-        _warm_up(ds, 1, Path(tmp) / "warm")
-        barrier.wait()
-        results.put((side, _run(side, ds, epochs, 1, Path(tmp) / "run")))
+    try:
+        os.sched_setaffinity(0, {core})
+        torch.set_num_threads(1)
+        ds = vaekit.load_dataset("mnist")
+        with tempfile.TemporaryDirectory() as tmp:
+            _warm_up(ds, 1, Path(tmp) / "warm")
+            barrier.wait(timeout=600)
+            results.put((side, _run(side, ds, epochs, 1, Path(tmp) / "run")))
+    except Exception as e:  # the parent reports it instead of waiting forever
+        barrier.abort()
+        results.put((side, f"{type(e).__name__}: {e}"))
 
 
 def sequential(args) -> list[dict]:
@@ -126,9 +130,12 @@ def concurrent(args) -> list[dict]:
         ]
         for proc in procs:
             proc.start()
-        pair = dict(results.get() for _ in procs)
+        pair = dict(results.get(timeout=3600) for _ in procs)
         for proc in procs:
             proc.join()
+        failed = {side: r for side, r in pair.items() if isinstance(r, str)}
+        if failed:
+            raise SystemExit(f"concurrent run failed: {failed}")
         runs.append(pair)
     return runs
 
@@ -137,7 +144,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--mode", choices=("sequential", "concurrent"), default="sequential")
     p.add_argument("--epochs", type=int, default=4, help="epochs per run")
-    p.add_argument("--repeats", type=int, default=8, help="pairs of runs (plain, vaekit)")
+    p.add_argument("--repeats", type=int, default=8, help="pairs of runs (even: balanced ABBA)")
     p.add_argument("--threads", type=int, default=2, help="sequential mode (concurrent: 1)")
     args = p.parse_args()
     runs = sequential(args) if args.mode == "sequential" else concurrent(args)

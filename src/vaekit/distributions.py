@@ -58,7 +58,8 @@ def diag_gaussian(loc: Tensor, scale: Tensor) -> Independent:
 
 def standard_normal(latent_dim: int, *, device=None, dtype=torch.float32) -> Independent:
     """The prior p(z) = N(0, I), event shape ``(latent_dim,)``."""
-    return Independent(StandardNormal((latent_dim,), device=device, dtype=dtype), 1)
+    base = StandardNormal((latent_dim,), device=device, dtype=dtype)
+    return Independent(base, 1, validate_args=False)
 
 
 class StandardNormal(Normal):

@@ -55,7 +55,7 @@ class ObjectiveResult:
         ``float(self.loss)`` when the caller already has it: one conversion per training step)."""
         with torch.no_grad():
             bound, recon, kl = torch.stack((self.bound, self.log_px_z, self.kl)).mean(1).tolist()
-        loss = float(self.loss) if loss is None else loss
+        loss = float(self.loss.detach()) if loss is None else loss
         return {"loss": loss, "bound": bound, "recon": recon, "kl": kl}
 
 
