@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from paired_nll import per_example_log_px
+from paired_nll import nll_summary, per_example_log_px
 
 import vaekit
 from vaekit.cli import _config_path
@@ -36,13 +36,6 @@ def _train(overrides: dict, out: Path) -> tuple[float, int]:
     vaekit.train(cfg, out, log=lambda *_: None)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return time.perf_counter() - t0, rows[-1]["epoch"]
-
-
-def _summary(lp: torch.Tensor) -> dict:
-    return {
-        "nll": round(float(-lp.mean()), 3),
-        "nll_stderr": round(float(lp.std() / math.sqrt(len(lp))), 3),
-    }
 
 
 def main() -> None:
@@ -87,7 +80,7 @@ def main() -> None:
     x = DataPrep(model.likelihood, "dynamic").fixed(ds.test, model.run_config.data.eval_seed)
     lps = {name: per_example_log_px(vaekit.load(root / name), x, None, args.k) for name in results}
     for name, lp in lps.items():
-        results[name].update(_summary(lp))
+        results[name].update(nll_summary(lp))
     diff = lps["elbo"] - lps["iwae"]  # log p(x) difference; negative: the IWAE model is better
     print(
         json.dumps(

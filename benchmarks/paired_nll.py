@@ -34,6 +34,14 @@ def per_example_log_px(model, x, y, k: int, seed: int = 0, batch: int = 100) -> 
     return torch.cat(out)
 
 
+def nll_summary(lp: torch.Tensor) -> dict:
+    """``nll`` = −mean log p(x) and its standard error over examples, nats (3 decimals)."""
+    return {
+        "nll": round(float(-lp.mean()), 3),
+        "nll_stderr": round(float(lp.std() / math.sqrt(len(lp))), 3),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("run_a")
@@ -53,11 +61,9 @@ def main() -> None:
         model.eval()
         t0 = time.perf_counter()
         log_px[name] = per_example_log_px(model, x, y, args.k)
-        lp = log_px[name]
         result[name] = {
             "run": run,
-            "nll": round(float(-lp.mean()), 3),
-            "nll_stderr": round(float(lp.std() / math.sqrt(len(lp))), 3),
+            **nll_summary(log_px[name]),
             "eval_seconds": round(time.perf_counter() - t0, 1),
         }
     diff = log_px["b"] - log_px["a"]  # NLL_a − NLL_b: positive when b is better

@@ -43,7 +43,6 @@ TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".mat": "mat", ".
 # `--hidden 128,128` gives a nonlinear model for tables with nonlinear structure.
 TABLE_DEFAULTS = {"model.hidden": [], "train.batch_size": 128, "train.images": False}
 TABLE_STEPS = 250  # default training length for tables: about this many optimizer steps
-TABLE_KINDS = ("csv", "mat", "table", "odds")  # dataset kinds read as tables
 
 
 def as_spec(data: str, transform: str | None = None, **options) -> str:
@@ -59,8 +58,9 @@ def as_spec(data: str, transform: str | None = None, **options) -> str:
                 ".mat or .npz file"
             )
         data = f"{kind}:{data}"
-    table = data.split(":", 1)[0].lower() in TABLE_KINDS
-    if transform is not None and table and "transform=" not in data:
+    entry = DATASETS.get(data.split(":", 1)[0].split("?", 1)[0].lower())
+    takes_transform = entry is not None and "transform" in entry.options  # the table kinds
+    if transform is not None and takes_transform and "transform=" not in data:
         options["transform"] = transform
     extra = "&".join(f"{k}={v}" for k, v in options.items() if v is not None)
     return data + ("&" if "?" in data else "?") + extra if extra else data

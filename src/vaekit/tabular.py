@@ -217,22 +217,24 @@ def _arrays_to_columns(arrays: dict[str, np.ndarray], path: Path) -> dict[str, l
 # ---------------------------------------------------------------------------------------------
 
 
+def _scaled(fn, a: Tensor, lam: Tensor) -> Tensor:
+    """fn(λ·a)/λ elementwise, and its λ → 0 limit ``a`` (for fn = expm1 or log1p)."""
+    return torch.where(lam.abs() < 1e-6, a, fn(lam * a) / torch.where(lam == 0, 1, lam))
+
+
 def yeo_johnson(z: Tensor, lam: Tensor) -> Tensor:
     """Yeo-Johnson transform, elementwise (``lam`` broadcasts): ((1+z)^λ − 1)/λ for z ≥ 0,
     −((1−z)^(2−λ) − 1)/(2−λ) for z < 0 (the logarithms at λ = 0 and λ = 2)."""
     pos, neg = torch.log1p(z.clamp_min(0)), torch.log1p((-z).clamp_min(0))
     lam, mu = lam.expand_as(z), (2 - lam).expand_as(z)
-    up = torch.where(lam.abs() < 1e-6, pos, torch.expm1(lam * pos) / torch.where(lam == 0, 1, lam))
-    down = torch.where(mu.abs() < 1e-6, neg, torch.expm1(mu * neg) / torch.where(mu == 0, 1, mu))
-    return torch.where(z >= 0, up, -down)
+    return torch.where(z >= 0, _scaled(torch.expm1, pos, lam), -_scaled(torch.expm1, neg, mu))
 
 
 def yeo_johnson_inverse(t: Tensor, lam: Tensor) -> Tensor:
     """The inverse of ``yeo_johnson`` for λ in [0, 2], defined on the whole real line."""
     lam, mu = lam.expand_as(t), (2 - lam).expand_as(t)
-    tp, tn = t.clamp_min(0), (-t).clamp_min(0)
-    up = torch.where(lam.abs() < 1e-6, tp, torch.log1p(lam * tp) / torch.where(lam == 0, 1, lam))
-    down = torch.where(mu.abs() < 1e-6, tn, torch.log1p(mu * tn) / torch.where(mu == 0, 1, mu))
+    up = _scaled(torch.log1p, t.clamp_min(0), lam)
+    down = _scaled(torch.log1p, (-t).clamp_min(0), mu)
     return torch.where(t >= 0, torch.expm1(up), -torch.expm1(down))
 
 

@@ -99,8 +99,7 @@ def train(
     prep = DataPrep(model.likelihood, cfg.data.binarize)
     cfg.data.binarize = prep.binarize
     x_test = prep.fixed(ds.test, seed=cfg.data.eval_seed)
-    if not (prep.binarize == "dynamic" and ds.test.dtype == torch.uint8):  # else binary by design
-        model.check(x_test)  # one clear error up front instead of NaNs later
+    model.check(x_test)  # one clear error up front instead of NaNs later
     model.check(prep(ds.train[: tc.batch_size], torch.Generator().manual_seed(0)))
     objective = objective_from_config(cfg.objective, model)  # may learn (a baseline): optimized
     # fused Adam: one kernel per step on the CPU instead of a Python loop over parameters.
