@@ -20,7 +20,7 @@ import torch
 
 import vaekit
 from vaekit.ais import ais_log_likelihood
-from vaekit.cli import _split_data
+from vaekit.cli.options import split_data as _split_data
 from vaekit.evaluation import iwae_log_likelihood
 from vaekit.inference import amortization_gap
 

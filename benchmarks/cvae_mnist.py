@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 import vaekit
 from vaekit import images
-from vaekit.cli import _config_path
+from vaekit.cli.options import config_path as _config_path
 from vaekit.data import load_dataset
 
 

@@ -20,10 +20,9 @@ import torch
 
 import vaekit
 from vaekit.applications import corrupt, denoise, kmeans_ari, linear_probe, psnr
-from vaekit.cli import _config_path
-from vaekit.data import load_dataset
+from vaekit.cli.options import config_path as _config_path
+from vaekit.data import DataPrep, load_dataset
 from vaekit.latent import encode
-from vaekit.transforms import DataPrep
 
 LEVELS = [
     ("gaussian", 0.1),

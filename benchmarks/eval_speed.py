@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import vaekit
-from vaekit.transforms import DataPrep
+from vaekit.data import DataPrep
 
 
 def main() -> None:

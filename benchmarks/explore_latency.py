@@ -44,7 +44,7 @@ def measure(run: Path, n_requests: int, data_dir: str | None) -> dict:
     import uvicorn
 
     from vaekit.checkpoint import load_run
-    from vaekit.cli import _split_data
+    from vaekit.cli.options import split_data as _split_data
     from vaekit.explore import create_app, render
     from vaekit.latent import decode_mean
 

@@ -17,8 +17,8 @@ import time
 import torch
 
 import vaekit
-from vaekit.cli import _split_data
-from vaekit.commands_inference import _ratios
+from vaekit.cli.inference import _ratios
+from vaekit.cli.options import split_data as _split_data
 from vaekit.gradvar import gradient_variance
 
 

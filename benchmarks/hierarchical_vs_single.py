@@ -20,7 +20,7 @@ from pathlib import Path
 from model_family import budgeted_train, evaluate_run, rounded
 
 import vaekit
-from vaekit.cli import _config_path
+from vaekit.cli.options import config_path as _config_path
 
 KEYS = ("nll", "nll_stderr", "elbo", "kl", "kl_per_layer", "active_units", "eval_seconds")
 

@@ -25,8 +25,8 @@ import torch
 from paired_nll import nll_summary, per_example_log_px
 
 import vaekit
-from vaekit.cli import _config_path
-from vaekit.transforms import DataPrep
+from vaekit.cli.options import config_path as _config_path
+from vaekit.data import DataPrep
 
 
 def _train(overrides: dict, out: Path) -> tuple[float, int]:

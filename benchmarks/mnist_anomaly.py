@@ -17,9 +17,8 @@ import torch
 
 import vaekit
 from vaekit.applications import SCORES, anomaly_scores, detection_metrics
-from vaekit.cli import _config_path
-from vaekit.data import load_dataset
-from vaekit.transforms import DataPrep
+from vaekit.cli.options import config_path as _config_path
+from vaekit.data import DataPrep, load_dataset
 
 SPEC = "mnist?train_classes=0-8"
 

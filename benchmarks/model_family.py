@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 import vaekit
-from vaekit.data import load_dataset
-from vaekit.transforms import DataPrep
+from vaekit.data import DataPrep, load_dataset
 
 
 def budgeted_train(

@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 import vaekit
 from vaekit.applications import anomaly_scores
-from vaekit.commands_apps import TABLE_DEFAULTS, TABLE_STEPS
+from vaekit.cli.apps import TABLE_DEFAULTS, TABLE_STEPS
 from vaekit.data import load_dataset
 
 

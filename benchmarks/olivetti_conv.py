@@ -19,8 +19,7 @@ from model_family import budgeted_train, evaluate_run, held_out, rounded
 
 import vaekit
 from vaekit import images
-from vaekit.data import load_dataset
-from vaekit.transforms import DataPrep
+from vaekit.data import DataPrep, load_dataset
 
 PERSONS = (0, 7, 13, 21, 34)
 

@@ -14,9 +14,8 @@ import time
 import torch
 
 import vaekit
-from vaekit.cli import _config_path
-from vaekit.data import load_dataset
-from vaekit.transforms import DataPrep
+from vaekit.cli.options import config_path as _config_path
+from vaekit.data import DataPrep, load_dataset
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from model_family import budgeted_train, evaluate_run, held_out, rounded
 import vaekit
 from vaekit import images
 from vaekit.data import load_dataset
-from vaekit.text import AutoregressiveCategorical
+from vaekit.likelihoods.tokens import AutoregressiveCategorical
 
 DATASET = "shakespeare?level=char"
 

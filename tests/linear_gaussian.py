@@ -12,8 +12,8 @@ import math
 import torch
 from torch.distributions import MultivariateNormal
 
-from vaekit.config import ModelConfig
-from vaekit.model import build_model
+from vaekit.config import DataInfo, ModelConfig
+from vaekit.models import build_model
 
 D_X, D_Z = 5, 2
 
@@ -25,14 +25,14 @@ def make_ppca(seed: int = 0, sigma: float = 0.5, dtype=torch.float64):
     w = q * torch.tensor([2.0, 1.2], dtype=dtype)  # orthogonal columns
     b = torch.randn(D_X, generator=g, dtype=dtype) * 0.3
     cfg = ModelConfig(
+        kind="vae",
         arch="mlp",
         hidden=[],
         latent_dim=D_Z,
         likelihood="gaussian",
         gaussian_scale="shared",
-        event_shape=[D_X],
     )
-    model = build_model(cfg).to(dtype)
+    model = build_model(cfg, DataInfo(event_shape=[D_X])).to(dtype)
     dec = model.decoder.net[0]
     enc = model.encoder.net[0]
     m_diag = (w * w).sum(0) + sigma**2  # diagonal of M

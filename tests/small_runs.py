@@ -13,8 +13,7 @@ import pytest
 
 from vaekit.checkpoint import load_run
 from vaekit.cli import main
-from vaekit.data import load_dataset
-from vaekit.transforms import DataPrep
+from vaekit.data import DataPrep, load_dataset
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

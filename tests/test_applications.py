@@ -21,8 +21,7 @@ from vaekit.applications import (
     threshold_at_rate,
 )
 from vaekit.cli import main
-from vaekit.data import load_dataset
-from vaekit.transforms import DataPrep
+from vaekit.data import DataPrep, load_dataset
 
 # ---- anomaly scores ------------------------------------------------------------------------------
 
@@ -274,13 +273,13 @@ def test_anomaly_fit_uses_table_defaults_unless_told_otherwise(tmp_path, capsys)
     assert cfg["model"]["hidden"] == [] and cfg["model"]["latent_dim"] == 2
     assert cfg["model"]["likelihood"] == "tabular" and cfg["train"]["epochs"] == 250
     assert "transform=yeo-johnson" in cfg["data"]["dataset"]
-    assert all(0 <= c["power"] <= 2 for c in cfg["model"]["columns"] if c["kind"] == "numeric")
+    assert all(0 <= c["power"] <= 2 for c in cfg["data_info"]["columns"] if c["kind"] == "numeric")
     assert AnomalyDetector.load(run).rule == "contamination"
     argv += ["--transform", "none"]
     assert main([*argv, "--hidden", "8", "--epochs", "3", "--force"]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"]["hidden"] == [8] and cfg["train"]["epochs"] == 3
-    assert {c.get("power", 1.0) for c in cfg["model"]["columns"]} == {1.0}
+    assert {c.get("power", 1.0) for c in cfg["data_info"]["columns"]} == {1.0}
     assert main(argv) == 2  # refuses to overwrite without --force
     assert "already holds a run" in capsys.readouterr().err
 
@@ -302,7 +301,7 @@ def test_anomaly_score_applies_the_fitted_transform_identically(tmp_path, capsys
     assert main([*argv, "--latent-dim", "1", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["train"]["roc_auc"] > 0.8  # chance is 0.5
-    columns = json.loads((run / "config.json").read_text())["model"]["columns"]
+    columns = json.loads((run / "config.json").read_text())["data_info"]["columns"]
     assert all(c["power"] < 0.8 for c in columns)  # log-like: the columns are right-skewed
     fitted = {}
     for line in (run / "scores.csv").read_text().splitlines()[1:]:

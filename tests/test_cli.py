@@ -38,7 +38,7 @@ def run(tmp_path_factory):
 
 def test_train_writes_pictures_and_resolved_config(run):
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["model"]["hidden"] == [64] and cfg["model"]["event_shape"] == [1, 28, 28]
+    assert cfg["model"]["hidden"] == [64] and cfg["data_info"]["event_shape"] == [1, 28, 28]
     assert cfg["data"]["binarize"] == "dynamic" and cfg["train"]["epochs"] == 2
     for name in ("samples.png", "reconstructions.png"):
         assert Image.open(run / name).size[0] > 100
@@ -78,8 +78,8 @@ def test_errors_are_one_clear_line(run, tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
     assert main(["train", "--dataset", "nosuchset", "--out", str(tmp_path / "x")]) == 2
     assert "nosuchset" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["train", "--out", str(run)])  # refuses to overwrite a finished run
+    assert main(["train", "--out", str(run)]) == 2  # refuses to overwrite a finished run
+    assert "already holds a run" in capsys.readouterr().err
 
 
 def test_demo_trains_evaluates_and_draws_then_reuses_the_run(tmp_path, capsys):

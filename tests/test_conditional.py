@@ -12,12 +12,11 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
 import vaekit
+from builders import build
 from vaekit.cli import main
-from vaekit.config import ModelConfig, load_config
-from vaekit.data import load_dataset
+from vaekit.config import load_config
+from vaekit.data import DataPrep, load_dataset
 from vaekit.evaluation import evaluate
-from vaekit.model import build_model
-from vaekit.transforms import DataPrep
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def run(tmp_path_factory):
 
 def test_samples_respect_the_label(run):
     model = vaekit.load(run)
-    assert model.cond_dim == 10 and model.config.n_classes == 10
+    assert model.cond_dim == 10 and model.data_info.n_classes == 10
     ds = load_dataset("digits")
     clf = LogisticRegression(max_iter=2000).fit(
         ds.train.flatten(1).numpy() / 255.0, ds.train_labels
@@ -69,15 +68,8 @@ def test_conditional_nll_prefers_the_true_label(run):
 
 
 def test_labels_and_one_hot_vectors_are_the_same_condition():
-    model = build_model(
-        ModelConfig(
-            kind="cvae",
-            n_classes=3,
-            event_shape=[4],
-            hidden=[8],
-            likelihood="gaussian",
-            latent_dim=2,
-        )
+    model = build(
+        kind="cvae", n_classes=3, event_shape=[4], hidden=[8], likelihood="gaussian", latent_dim=2
     )
     x = torch.rand(5, 4)
     y = torch.tensor([0, 2, 1, 1, 0])
@@ -102,9 +94,7 @@ def test_labels_and_one_hot_vectors_are_the_same_condition():
 
 
 def test_the_label_changes_the_decoder_output():
-    model = build_model(
-        ModelConfig(kind="cvae", n_classes=4, event_shape=[1, 8, 8], hidden=[16], latent_dim=2)
-    )
+    model = build(kind="cvae", n_classes=4, event_shape=[1, 8, 8], hidden=[16], latent_dim=2)
     z = torch.randn(3, 2)
     outs = []
     for label in range(4):

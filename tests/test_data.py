@@ -13,18 +13,18 @@ import pytest
 import torch
 from PIL import Image
 
-from vaekit import data
 from vaekit.data import (
+    DATASETS,
     DataFormatError,
     DataNotFoundError,
     Dataset,
+    download,
     load_dataset,
-    read_idx,
     resolve_data_root,
-    write_idx,
 )
+from vaekit.data.images import MNIST_FILES, MNIST_MIRRORS, read_idx, write_idx
 
-MNIST_NAMES = list(data.MNIST_FILES)
+MNIST_NAMES = list(MNIST_FILES)
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ def test_resolve_data_root_precedence(monkeypatch, tmp_path):
 def test_unknown_dataset_lists_registered_names():
     with pytest.raises(ValueError, match="unknown dataset") as err:
         load_dataset("cifar")
-    for name in data.DATASETS:
+    for name in DATASETS:
         assert name in str(err.value)
 
 
@@ -175,10 +175,10 @@ def test_mnist_download_with_wrong_content_rejected(tmp_path, monkeypatch):
         calls.append(url)
         dest.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07"))
 
-    monkeypatch.setattr(data, "_fetch", fake_fetch)
+    monkeypatch.setattr(download, "fetch", fake_fetch)
     with pytest.raises(DataNotFoundError, match="checksum mismatch"):
         load_dataset("mnist", tmp_path)
-    assert len(calls) == len(MNIST_NAMES) * len(data.MNIST_MIRRORS)  # every mirror tried
+    assert len(calls) == len(MNIST_NAMES) * len(MNIST_MIRRORS)  # every mirror tried
     assert not (tmp_path / "mnist").exists()
 
 
@@ -186,7 +186,7 @@ def test_mnist_download_verified_and_renamed(tmp_path, monkeypatch, shared_root)
     def fake_fetch(url, dest):  # serve the shared files as if they came from a mirror
         shutil.copy(shared_root / "mnist" / url.rsplit("/", 1)[1], dest)
 
-    monkeypatch.setattr(data, "_fetch", fake_fetch)
+    monkeypatch.setattr(download, "fetch", fake_fetch)
     ds = load_dataset("mnist", tmp_path, train_limit=3, test_limit=3)
     assert ds.train.shape == (3, 1, 28, 28)
     assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == sorted(
@@ -317,7 +317,7 @@ def test_folder_errors(tmp_path):
 def test_binarization_is_bernoulli_k_over_255(name):
     """Each level k gives x=1 with probability k/255 (binomial test, 4σ, fixed seed); levels 0 and
     255 are exactly 0 and 1; the output is float {0, 1} of the input's shape."""
-    from vaekit import transforms
+    from vaekit.data import prep as transforms
 
     f = getattr(transforms, name)
     levels = torch.arange(256, dtype=torch.uint8).repeat(2000, 1)  # (2000, 256)
@@ -348,8 +348,8 @@ def test_binarize_fast_probabilities_are_exact_fractions_of_65536():
 def test_fixed_split_keeps_the_24_bit_binarization():
     """DataPrep.fixed is 1[255·u < k] with u = torch.rand from the seeded generator: the test set
     every earlier run was evaluated on; training batches use binarize_fast."""
-    from vaekit.distributions import make_likelihood
-    from vaekit.transforms import DataPrep
+    from vaekit.data import DataPrep
+    from vaekit.likelihoods import make_likelihood
 
     prep = DataPrep(make_likelihood("bernoulli", (1, 4, 4)))
     raw = torch.randint(0, 256, (50, 1, 4, 4), dtype=torch.uint8)

@@ -12,9 +12,9 @@ from vaekit.distributions import (
     SupportError,
     diag_gaussian,
     kl_per_dim,
-    make_likelihood,
     standard_normal,
 )
+from vaekit.likelihoods import make_likelihood
 
 
 def test_analytic_kl_matches_monte_carlo():
@@ -129,4 +129,4 @@ def test_bernoulli_error_says_how_to_fix_grey_levels():
 
 def test_unknown_likelihood_lists_the_choices():
     with pytest.raises(ValueError, match="bernoulli"):
-        make_likelihood("poisson", (2,))
+        make_likelihood("nosuch", (2,))

@@ -14,8 +14,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
-from small_runs import digits_run, launch_chromium, split
 
+from small_runs import digits_run, launch_chromium, split
 from vaekit import images
 from vaekit.explore import MAX_BODY_BYTES, create_app
 from vaekit.latent import decode_mean, encode
@@ -128,12 +128,9 @@ def test_non_json_huge_and_unknown_requests(client):
 
 
 def test_vectors_are_served_as_values(tmp_path):
-    from vaekit.config import ModelConfig
-    from vaekit.model import build_model
+    from builders import build
 
-    model = build_model(
-        ModelConfig(hidden=[8], latent_dim=2, likelihood="gaussian", event_shape=[6])
-    )
+    model = build(hidden=[8], latent_dim=2, likelihood="gaussian", event_shape=[6])
     app = TestClient(create_app(model, torch.randn(30, 6)))
     assert app.get("/api/info").json()["is_image"] is False
     out = app.post("/api/decode", json={"z": [0.1, 0.2]}).json()["output"]
@@ -155,7 +152,7 @@ def _free_port() -> int:
 def server(run):
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "vaekit.cli", "explore", str(run), "--port", str(port)]
+    cmd = [sys.executable, "-m", "vaekit", "explore", str(run), "--port", str(port)]
     proc = subprocess.Popen([*cmd, "--limit", "1000"], env=env, stdout=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -12,11 +12,11 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 
 import vaekit
-from vaekit.config import ModelConfig, load_config
-from vaekit.distributions import make_likelihood
+from builders import build
+from vaekit.config import load_config
 from vaekit.evaluation import evaluate, iwae_log_likelihood
-from vaekit.hierarchical import HierarchicalVAE, precision_merge
-from vaekit.model import build_model
+from vaekit.likelihoods import make_likelihood
+from vaekit.models.hierarchical import HierarchicalVAE, precision_merge
 from vaekit.networks import MLPDecoder
 from vaekit.objectives import elbo, iwae
 
@@ -125,7 +125,7 @@ def test_with_a_worse_posterior_elbo_below_iwae_below_log_px():
 
 def _small(**kw):
     cfg = dict(kind="hvae", event_shape=[1, 8, 8], hidden=[32], latent_dims=[5, 3, 2])
-    return build_model(ModelConfig(**{**cfg, **kw}))
+    return build(**{**cfg, **kw})
 
 
 def test_kl_decomposes_per_layer_and_sums_to_the_total():

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
-from small_runs import digits_run, split
 
 from linear_gaussian import make_ppca, sample_x
+from small_runs import digits_run, split
 from vaekit import images
 from vaekit.cli import main
 from vaekit.latent import (

@@ -41,7 +41,7 @@ def test_run_directory_is_self_describing(run):
     ):
         assert (run / name).is_file(), name
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["model"]["event_shape"] == [1, 8, 8] and cfg["data"]["binarize"] == "dynamic"
+    assert cfg["data_info"]["event_shape"] == [1, 8, 8] and cfg["data"]["binarize"] == "dynamic"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["test_elbo"] > rows[0]["test_elbo"] - 5  # it trains, not diverges
@@ -128,8 +128,8 @@ def test_non_finite_steps_are_skipped_then_stop_the_run_naming_the_term(tmp_path
 
     train_module = importlib.import_module("vaekit.train")
 
-    def broken(model, x, **kwargs):
-        res = elbo(model, x, **kwargs)
+    def broken(model, x, y=None, **kwargs):
+        res = elbo(model, x, y, **kwargs)
         res.log_px_z = res.log_px_z * float("nan")
         res.loss = res.loss * float("nan")
         return res

@@ -4,17 +4,19 @@ import vaekit
 model = vaekit.load("runs/demo")          # a trained VAE (manifest-verified)
 qz_x = model.encode(x)                     # q(z|x); qz_x.mean is the embedding
 px_z = model.decode(qz_x.mean)             # p(x|z), a torch distribution
-model.sample(16), model.elbo(x), model.log_likelihood(x, k=1000)
+model.sample(16)                           # x ~ p(x|z), z ~ p(z)
+vaekit.elbo(model, x).bound                # (B,) nats; vaekit.log_likelihood(model, x, k=1000)
 """
 
 from .checkpoint import CheckpointError, load_run
-from .config import Config, load_config
-from .data import load_dataset
+from .config import Config, ConfigError, DataInfo, load_config
+from .data import DataFormatError, DataNotFoundError, load_dataset
 from .distributions import SupportError
-from .evaluation import evaluate
-from .model import VAE, build_model
+from .evaluation import evaluate, log_likelihood
+from .models import VAE, build_model
 from .objectives import elbo, iwae
 from .train import train
+from .version import __version__
 
 load = load_run
 
@@ -22,6 +24,11 @@ __all__ = [
     "VAE",
     "CheckpointError",
     "Config",
+    "ConfigError",
+    "DataError",
+    "DataFormatError",
+    "DataInfo",
+    "DataNotFoundError",
     "SupportError",
     "build_model",
     "elbo",
@@ -31,6 +38,8 @@ __all__ = [
     "load_config",
     "load_dataset",
     "load_run",
+    "log_likelihood",
     "train",
+    "__version__",
 ]
-__version__ = "0.1.0"
+DataError = DataFormatError  # the typed exception for unusable data (see also DataNotFoundError)

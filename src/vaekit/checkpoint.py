@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config
-from .model import VAE, build_model
+from .models import VAE, build_model
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_run", "load_state", "verify_manifest"]
 
@@ -135,7 +135,7 @@ def verify_manifest(run: Path, files=("config.json", "model.safetensors")) -> No
 def load_config_of(run: Path) -> Config:
     try:
         return Config.from_dict(json.loads((Path(run) / "config.json").read_text()))
-    except (json.JSONDecodeError, ValueError) as e:
+    except (OSError, json.JSONDecodeError, ValueError) as e:
         raise CheckpointError(f"{run}/config.json is not a valid vaekit config: {e}") from None
 
 
@@ -161,7 +161,7 @@ def load_run(run: str | Path) -> VAE:
     run = Path(run)
     verify_manifest(run)
     cfg = load_config_of(run)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg.data_info)
     _load_weights(run, model)
     model.run_config = cfg
     return model.eval()

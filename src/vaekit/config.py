@@ -1,7 +1,9 @@
 """Run configuration: nested dataclasses ↔ YAML/JSON, with ``section.key=value`` overrides.
 
-A resolved config (every field filled, including the data's ``event_shape``) is saved in every run
-directory as ``config.json`` and is enough to rebuild the model alone.
+A resolved config (every ``auto`` field decided, and ``data_info``: what the dataset told the model)
+is saved in every run directory as ``config.json`` and is enough to rebuild the model alone.
+Fields that say ``auto`` are decided by the run setup (``run.resolve``) from the dataset's declared
+defaults (``data.DATASETS``), then from the model layer's fallbacks (``models.resolve_auto``).
 """
 
 from __future__ import annotations
@@ -14,22 +16,36 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ModelConfig", "DataConfig", "ObjectiveConfig", "TrainConfig", "Config", "load_config"]
+__all__ = [
+    "AUTO",
+    "ModelConfig",
+    "DataConfig",
+    "DataInfo",
+    "ObjectiveConfig",
+    "TrainConfig",
+    "Config",
+    "ConfigError",
+    "load_config",
+]
+
+AUTO = "auto"  # decided by the run setup from the dataset (see the module docstring)
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that vaekit cannot use."""
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "mlp"  # mlp | conv
+    arch: str = AUTO  # networks.ARCHS: mlp | conv | resnet | gru | transformer
     latent_dim: int = 32
     hidden: list[int] = field(default_factory=lambda: [512, 512])
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # conv only
     activation: str = "relu"
-    likelihood: str = "bernoulli"  # bernoulli | gaussian | categorical | logistic
+    likelihood: str = AUTO  # likelihoods.LIKELIHOODS
     gaussian_scale: str = "per_dim"  # per_dim | shared (gaussian only)
-    event_shape: list[int] | None = None  # filled from the data
-    columns: list[dict] | None = None  # tabular likelihood: column types + statistics (from data)
-    # Model family (issue 4; see docs/models.md). kind: vae | cvae | hvae | seqvae | ae
-    kind: str = "vae"
+    # The model family (docs/models.md): models.MODELS, vae | cvae | hvae | seqvae | ae
+    kind: str = AUTO
     blocks: int = 1  # resnet: residual blocks per stage
     squeeze_excitation: bool = False  # resnet: squeeze-excitation gate in every block
     latent_dims: list[int] = field(default_factory=list)  # hvae: sizes of z_1..z_L, bottom→top
@@ -38,17 +54,28 @@ class ModelConfig:
     ladder_merge: str = "residual"  # hvae: q(z_l|z_l+1, x) rule: residual (NVAE) | precision (LVAE)
     prior: str = "normal"  # normal | vamp (mixture of posteriors at learned pseudo-inputs)
     prior_components: int = 500  # vamp: number of pseudo-inputs
-    n_classes: int | None = None  # cvae: filled from the data's labels
     embed_dim: int = 128  # seqvae: token embedding width (hidden[0] is the GRU/Transformer width)
     seq_layers: int = 1  # seqvae: GRU / Transformer layers
     heads: int = 4  # seqvae transformer: attention heads
     word_dropout: float = 0.0  # seqvae: decoder input tokens replaced by UNK (training only)
-    vocab: list[str] | None = None  # seqvae: filled from the text data (saved with the run)
+
+
+@dataclass
+class DataInfo:
+    """What a dataset tells the model, recorded in ``config.json`` (section ``data_info``): the
+    event shape, whether values are 8-bit levels, a table's column schema, a text vocabulary,
+    the number of label classes. Filled by the run setup; the model is built from it."""
+
+    event_shape: list[int] | None = None
+    levels: int | None = None  # 256 for 8-bit data (uint8 levels 0..255), None for floats
+    columns: list[dict] | None = None  # tables: column types and statistics
+    vocab: list[str] | None = None  # text: the token of each id
+    n_classes: int | None = None  # labelled data: number of classes (conditional models)
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"  # mnist | digits | olivetti | folder:PATH | npz:PATH
+    dataset: str = "mnist"  # data.DATASETS: mnist | digits | olivetti | folder:PATH | ...
     binarize: str = "auto"  # auto | dynamic | none ; auto = dynamic for bernoulli on 8-bit data
     train_limit: int | None = None
     test_limit: int | None = None
@@ -71,7 +98,7 @@ class ObjectiveConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
+    epochs: int | None = None  # None: from the dataset's size (see ``run.default_epochs``)
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "cosine"  # constant | cosine | exponential
@@ -96,6 +123,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data_info: DataInfo = field(default_factory=DataInfo)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,9 +131,11 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
         cfg = cls()
-        for section, values in (d or {}).items():
+        for section, values in _migrate(d or {}).items():
             if not hasattr(cfg, section):
-                raise ValueError(f"unknown config section {section!r}; sections: {_sections()}")
+                raise ConfigError(f"unknown config section {section!r}; sections: {_sections()}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {section!r} must be a mapping of keys")
             for key, value in (values or {}).items():
                 cfg.set(f"{section}.{key}", value)
         return cfg
@@ -115,16 +145,36 @@ class Config:
         section, _, key = dotted.partition(".")
         obj = getattr(self, section, None)
         if obj is None or not dataclasses.is_dataclass(obj):
-            raise ValueError(f"unknown config section {section!r}; sections: {_sections()}")
+            raise ConfigError(f"unknown config section {section!r}; sections: {_sections()}")
         names = {f.name for f in dataclasses.fields(obj)}
         if key not in names:
-            raise ValueError(f"unknown config key {dotted!r}; {section} has {sorted(names)}")
+            raise ConfigError(f"unknown config key {dotted!r}; {section} has {sorted(names)}")
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else value
+            try:
+                value = yaml.safe_load(value) if value.strip() else value
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{dotted}: cannot parse {value!r} ({e})") from None
         setattr(obj, key, value)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+# Keys that older vaekit versions kept in ``model`` and now live in ``data_info``.
+_MOVED_TO_DATA_INFO = ("event_shape", "columns", "vocab", "n_classes")
+
+
+def _migrate(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict of an older run directory in today's layout (values unchanged)."""
+    model = d.get("model")
+    if not isinstance(model, dict) or not any(k in model for k in _MOVED_TO_DATA_INFO):
+        return d
+    model = dict(model)
+    info = dict(d.get("data_info") or {})
+    for key in _MOVED_TO_DATA_INFO:
+        if key in model:
+            info.setdefault(key, model.pop(key))
+    return {**d, "model": model, "data_info": info}
 
 
 def _sections() -> list[str]:
@@ -135,10 +185,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Defaults ← YAML/JSON file ← ``{"section.key": value}`` overrides (later wins)."""
     cfg = Config()
     if path is not None:
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"config {path} must be a mapping of sections")
+            raise ConfigError(f"config {path} must be a mapping of sections")
         cfg = Config.from_dict(data)
     for key, value in (overrides or {}).items():
         if value is not None:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .objectives import elbo, log_weights
 
-__all__ = ["iwae_log_likelihood", "evaluate", "bits_per_dim", "PRECISIONS"]
+__all__ = ["iwae_log_likelihood", "log_likelihood", "evaluate", "bits_per_dim", "PRECISIONS"]
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -27,7 +27,13 @@ def draws_per_pass(batch: int, k: int, chunk: int | None = None) -> int:
 
 @torch.no_grad()
 def iwae_log_likelihood(
-    model, x: Tensor, *, k: int = 1000, chunk: int | None = None, precision: str = "fp32"
+    model,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    k: int = 1000,
+    chunk: int | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
     """log p(x) ≈ log (1/K) Σ_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x); ``(B,)`` nats.
 
@@ -39,14 +45,23 @@ def iwae_log_likelihood(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    qz_x = model.encode(x, check=False)
+    qz_x = model.encode(x, y, check=False)
     chunk = draws_per_pass(len(x), k, chunk)
     parts = []
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         for start in range(0, k, chunk):
-            log_w, _ = log_weights(model, x, qz_x, min(chunk, k - start))
+            log_w, _ = log_weights(model, x, qz_x, min(chunk, k - start), y)
             parts.append(log_w)
     return torch.logsumexp(torch.cat(parts), 0) - math.log(k)
+
+
+def log_likelihood(
+    model, x: Tensor, y: Tensor | None = None, *, k: int = 1000, chunk: int | None = None
+) -> Tensor:
+    """IWAE estimate of log p(x) with ``k`` importance samples, ``(B,)`` nats; ``x`` is checked
+    (shape, finiteness, the likelihood's support) first."""
+    model.check(x)
+    return iwae_log_likelihood(model, x.float(), y, k=k, chunk=chunk)
 
 
 def bits_per_dim(nll_nats: float, n_dims: int, offset_per_dim: float = 0.0) -> float:
@@ -78,7 +93,7 @@ def evaluate(
     A hierarchical model adds ``kl_per_layer`` (bottom → top); a text model ``nll_per_token`` and
     ``elbo_per_token`` (nats per token, ``<eos>`` included); an autoencoder (no bound) skips IWAE.
     """
-    if not getattr(model, "has_bound", True):
+    if not model.has_bound:
         k = 0
     model.eval()
     model.check(x[:1])
@@ -90,8 +105,7 @@ def evaluate(
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].float()
             yb = None if labels is None else labels[start : start + batch_size]
-            with model.given(yb):
-                res, lp = _evaluate_batch(model, xb, k, chunk, precision)
+            res, lp = _evaluate_batch(model, xb, yb, k, chunk, precision)
             if lp is not None:
                 log_px.append(lp)
             sums["bound"] += float(res.bound.sum())
@@ -118,12 +132,12 @@ def evaluate(
     kl_mean = (kl_dims / n).float()
     out["active_units"] = int((kl_mean > kl_threshold).sum())
     out["kl_per_dim"] = [round(float(v), 5) for v in kl_mean]
-    groups = getattr(model, "latent_groups", None)
+    groups = model.latent_groups
     if groups:
         out["kl_per_layer"] = [round(float(g.sum()), 5) for g in kl_mean.split(groups)]
-    count = getattr(model.likelihood, "n_tokens", None)
-    if count is not None:
-        tokens = float(count(x).sum()) / n
+    units = model.likelihood.units(x)
+    if units is not None:
+        tokens = float(units.sum()) / n
         out["tokens_per_example"] = tokens
         out["elbo_per_token"] = out["elbo"] / tokens
         if "nll" in out:
@@ -131,10 +145,10 @@ def evaluate(
     return out
 
 
-def _evaluate_batch(model, xb: Tensor, k: int, chunk: int | None, precision: str = "fp32"):
+def _evaluate_batch(model, xb: Tensor, yb, k: int, chunk: int | None, precision: str = "fp32"):
     """The ELBO result and (k > 0) the IWAE log-likelihood ``(B,)`` float64 of one batch."""
-    res = elbo(model, xb)
+    res = elbo(model, xb, yb, check=False)
     lp = None
     if k > 0:
-        lp = iwae_log_likelihood(model, xb, k=k, chunk=chunk, precision=precision).double()
+        lp = iwae_log_likelihood(model, xb, yb, k=k, chunk=chunk, precision=precision).double()
     return res, lp

@@ -56,25 +56,26 @@ def save_png(path: str | Path, array: np.ndarray) -> Path:
 
 
 def _to_unit(model, x: Tensor) -> Tensor:
-    """Images to [0, 1]; a likelihood with its own ``display`` (e.g. text tokens) decides."""
-    display = getattr(model.likelihood, "display", None)
-    if display is not None:
-        return display(x)
-    return model.likelihood.encoder_input(x).clamp(0, 1)
+    """Values to [0, 1] for display, as the likelihood decides (``Likelihood.display``)."""
+    return model.likelihood.display(x)
 
 
 @torch.no_grad()
-def samples(model, n: int = 64, *, temperature: float = 1.0, seed: int = 0) -> Tensor:
-    """Means E[x|z] of ``n`` prior draws z ~ N(0, temperature² I), in [0, 1], seeded."""
+def samples(
+    model, n: int = 64, y: Tensor | None = None, *, temperature: float = 1.0, seed: int = 0
+) -> Tensor:
+    """Means E[x|z] of ``n`` prior draws z ~ N(0, temperature² I), in [0, 1], seeded; ``y``
+    conditions a conditional model (default: the classes in turn)."""
     gen = torch.Generator().manual_seed(seed)
-    return _to_unit(model, model.sample(n, temperature=temperature, mean=True, generator=gen))
+    x = model.sample(n, y, temperature=temperature, mean=True, generator=gen)
+    return _to_unit(model, x)
 
 
 @torch.no_grad()
 def reconstructions(model, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """Inputs and E[x | z = posterior mean] interleaved in pairs of rows, in [0, 1]."""
-    with model.given(labels):  # a conditional model reconstructs given each input's label
-        recon = model.decode(model.encode(x, check=False).mean).mean
+    # a conditional model reconstructs given each input's label
+    recon = model.decode(model.encode(x, labels, check=False).mean, labels).mean
     pairs = torch.stack([_to_unit(model, x.float()), _to_unit(model, recon)], 1)  # (N, 2, C, H, W)
     n = len(x)
     cols = min(n, 8)
@@ -85,11 +86,20 @@ def reconstructions(model, x: Tensor, labels: Tensor | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def interpolation(model, x_a: Tensor, x_b: Tensor, steps: int = 10, path: str = "linear") -> Tensor:
+def interpolation(
+    model,
+    x_a: Tensor,
+    x_b: Tensor,
+    steps: int = 10,
+    path: str = "linear",
+    y: Tensor | None = None,
+) -> Tensor:
     """Decoded means along a path (``linear`` or ``slerp``) between the posterior means of two
-    examples ``x_a``, ``x_b`` of shape ``event_shape``; returns ``(steps, C, H, W)`` in [0, 1]."""
-    mu = model.encode(torch.stack([x_a, x_b]).float(), check=False).mean  # (2, D)
-    return _to_unit(model, model.decode(PATHS[path](mu[0], mu[1], steps)).mean)
+    examples ``x_a``, ``x_b`` of shape ``event_shape``; returns ``(steps, C, H, W)`` in [0, 1].
+    ``y`` (one label) conditions a conditional model along the whole path."""
+    yy = None if y is None else y.reshape(1)
+    mu = model.encode(torch.stack([x_a, x_b]).float(), yy, check=False).mean  # (2, D)
+    return _to_unit(model, model.decode(PATHS[path](mu[0], mu[1], steps), yy).mean)
 
 
 def write_run_pictures(

@@ -10,11 +10,12 @@ p(x|z) through its likelihood head.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
 from torch import Tensor, nn
+
+from .registry import Registry, accepted_options
 
 __all__ = [
     "MLPEncoder",
@@ -33,7 +34,7 @@ __all__ = [
     "TransformerDecoder",
     "SEQUENCE_ARCHS",
     "make_networks",
-    "accepted_options",
+    "mlp",
     "ARCHS",
 ]
 
@@ -54,7 +55,7 @@ def he_init(layer: nn.Linear, activation: str) -> nn.Linear:
     return layer
 
 
-def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     """Linear layers of the given widths with an activation after every layer but the last."""
     act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []
@@ -74,7 +75,7 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, event_shape, out_features: int, hidden=(512, 512), activation="relu"):
         super().__init__()
-        self.net = _mlp([math.prod(event_shape), *hidden, out_features], activation)
+        self.net = mlp([math.prod(event_shape), *hidden, out_features], activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1))
@@ -88,7 +89,7 @@ class MLPDecoder(nn.Module):
     ):
         super().__init__()
         self.out_shape = (n_params, *event_shape)
-        self.net = _mlp([in_features, *reversed(hidden), math.prod(self.out_shape)], activation)
+        self.net = mlp([in_features, *reversed(hidden), math.prod(self.out_shape)], activation)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(-1, *self.out_shape)
@@ -127,7 +128,7 @@ class ConvEncoder(nn.Module):
         self.conv = nn.Sequential(*layers)
         hh, ww = _spatial_sizes((h, w), len(channels))[-1]
         self.event_shape = (c, h, w)
-        self.head = _mlp([channels[-1] * hh * ww, *hidden, out_features], activation)
+        self.head = mlp([channels[-1] * hh * ww, *hidden, out_features], activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.conv(x.view(-1, *self.event_shape)).flatten(1))
@@ -156,7 +157,7 @@ class ConvDecoder(nn.Module):
         hh, ww = sizes[-1]
         self.start = (channels[-1], hh, ww)
         self.fc = nn.Sequential(
-            _mlp([in_features, *hidden, channels[-1] * hh * ww], activation), act()
+            mlp([in_features, *hidden, channels[-1] * hh * ww], activation), act()
         )
         layers: list[nn.Module] = []
         rev = list(reversed(channels))
@@ -261,7 +262,7 @@ class ResNetEncoder(nn.Module):
         self.conv = nn.Sequential(*layers)
         hh, ww = _spatial_sizes((h, w), len(channels))[-1]
         self.event_shape = (c, h, w)
-        self.head = _mlp([channels[-1] * hh * ww, *hidden, out_features], activation)
+        self.head = mlp([channels[-1] * hh * ww, *hidden, out_features], activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.conv(x.view(-1, *self.event_shape)).flatten(1))
@@ -289,7 +290,7 @@ class ResNetDecoder(nn.Module):
         sizes = _spatial_sizes((h, w), len(channels))
         hh, ww = sizes[-1]
         self.start = (channels[-1], hh, ww)
-        self.fc = _mlp([in_features, *hidden, channels[-1] * hh * ww], activation)
+        self.fc = mlp([in_features, *hidden, channels[-1] * hh * ww], activation)
         rev = list(reversed(channels))
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(rev, rev[1:] + [rev[-1]], strict=True)):
@@ -371,13 +372,25 @@ class GRUEncoder(nn.Module):
         return self.head(torch.cat([h[-2], h[-1]], -1))
 
 
-class GRUDecoder(nn.Module):
-    """Autoregressive GRU: h₀ = tanh(W c), input_t = [embed(token_{t−1}), c] → logits over the
-    vocabulary. ``forward(c (N, C), inputs (N, T)) → (N, T, V)``.
+class _TokenDecoder(nn.Module):
+    """What every autoregressive decoder shares: ``forward(context (N, C), inputs (N, T)) →
+    logits (N, T, V)`` and word dropout (Bowman et al., 2016): in training mode each input token
+    other than BOS/PAD is replaced by UNK with probability ``word_dropout``, so the decoder must
+    lean on z."""
 
-    Word dropout (Bowman et al., 2016): in training mode each input token other than BOS/PAD is
-    replaced by UNK with probability ``word_dropout``, so the decoder must lean on z.
-    """
+    def __init__(self, word_dropout: float, pad_id: int, bos_id: int, unk_id: int):
+        super().__init__()
+        self.word_dropout = word_dropout
+        self.ids = (pad_id, bos_id, unk_id)
+
+    def _inputs(self, inputs: Tensor) -> Tensor:
+        return _word_dropout(inputs.long(), self.word_dropout, self.ids, self.training)
+
+
+class GRUDecoder(_TokenDecoder):
+    """Autoregressive GRU: h₀ = tanh(W c), input_t = [embed(token_{t−1}), c] → logits over the
+    vocabulary. ``forward(c (N, C), inputs (N, T)) → (N, T, V)``; word dropout as
+    ``_TokenDecoder``."""
 
     def __init__(
         self,
@@ -391,16 +404,15 @@ class GRUDecoder(nn.Module):
         bos_id=1,
         unk_id=3,
     ):
-        super().__init__()
-        self.layers, self.word_dropout = layers, word_dropout
-        self.ids = (pad_id, bos_id, unk_id)
+        super().__init__(word_dropout, pad_id, bos_id, unk_id)
+        self.layers = layers
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.init = nn.Linear(context_dim, layers * hidden)
         self.rnn = nn.GRU(embed_dim + context_dim, hidden, layers, batch_first=True)
         self.out = nn.Linear(hidden, vocab_size)
 
     def forward(self, context: Tensor, inputs: Tensor) -> Tensor:
-        inputs = _word_dropout(inputs.long(), self.word_dropout, self.ids, self.training)
+        inputs = self._inputs(inputs)
         n, t = inputs.shape
         h0 = torch.tanh(self.init(context)).view(n, self.layers, -1).transpose(0, 1).contiguous()
         e = torch.cat([self.embed(inputs), context[:, None].expand(n, t, -1)], -1)
@@ -439,11 +451,9 @@ class TransformerEncoder(nn.Module):
         return self.head((h * keep).sum(1) / keep.sum(1))
 
 
-class TransformerDecoder(nn.Module):
-    """Causal Transformer: input_t = embed(token_{t−1}) + position_t + W c → logits ``(N, T, V)``.
-
-    Same word dropout as ``GRUDecoder``.
-    """
+class TransformerDecoder(_TokenDecoder):
+    """Causal Transformer: input_t = embed(token_{t−1}) + position_t + W c → logits ``(N, T, V)``;
+    word dropout as ``_TokenDecoder``."""
 
     def __init__(
         self,
@@ -459,9 +469,7 @@ class TransformerDecoder(nn.Module):
         bos_id=1,
         unk_id=3,
     ):
-        super().__init__()
-        self.word_dropout = word_dropout
-        self.ids = (pad_id, bos_id, unk_id)
+        super().__init__(word_dropout, pad_id, bos_id, unk_id)
         self.embed, self.pos, self.net = _transformer(
             vocab_size, embed_dim, hidden, layers, heads, max_len
         )
@@ -469,7 +477,7 @@ class TransformerDecoder(nn.Module):
         self.out = nn.Linear(embed_dim, vocab_size)
 
     def forward(self, context: Tensor, inputs: Tensor) -> Tensor:
-        inputs = _word_dropout(inputs.long(), self.word_dropout, self.ids, self.training)
+        inputs = self._inputs(inputs)
         t = inputs.shape[1]
         h = self.embed(inputs) + self.pos[:t] + self.context(context)[:, None]
         mask = nn.Transformer.generate_square_subsequent_mask(t, device=h.device, dtype=h.dtype)
@@ -496,17 +504,14 @@ def _word_dropout(inputs: Tensor, p: float, ids: tuple[int, int, int], training:
     return torch.where(drop, torch.full_like(inputs, unk_id), inputs)
 
 
-SEQUENCE_ARCHS = {
-    "gru": (GRUEncoder, GRUDecoder),
-    "transformer": (TransformerEncoder, TransformerDecoder),
-}
-
-
-ARCHS = {
-    "mlp": (MLPEncoder, MLPDecoder),
-    "conv": (ConvEncoder, ConvDecoder),
-    "resnet": (ResNetEncoder, ResNetDecoder),
-}
+# (encoder, decoder) classes by architecture name: arrays/images, and token sequences.
+ARCHS: Registry[tuple[type, type]] = Registry("architecture")
+ARCHS.register("mlp", (MLPEncoder, MLPDecoder), "fully connected")
+ARCHS.register("conv", (ConvEncoder, ConvDecoder), "strided convolutions (images)")
+ARCHS.register("resnet", (ResNetEncoder, ResNetDecoder), "residual conv blocks (images)")
+SEQUENCE_ARCHS: Registry[tuple[type, type]] = Registry("sequence architecture")
+SEQUENCE_ARCHS.register("gru", (GRUEncoder, GRUDecoder), "GRU (token rows)")
+SEQUENCE_ARCHS.register("transformer", (TransformerEncoder, TransformerDecoder), "Transformer")
 
 
 def make_networks(
@@ -525,10 +530,9 @@ def make_networks(
     the decoder reads ``latent_dim`` inputs. With ``cond_dim > 0`` both also take y ``(N, C)``:
     ``ConditionedEncoder`` / ``ConditionedDecoder``.
     """
-    try:
-        enc_cls, dec_cls = ARCHS[arch]
-    except KeyError:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}") from None
+    if arch in SEQUENCE_ARCHS:
+        raise ValueError(f"architecture {arch!r} reads token rows: use it with kind seqvae")
+    enc_cls, dec_cls = ARCHS.get(arch)
     enc_out = enc_out or 2 * latent_dim
     enc_opts, dec_opts = accepted_options(enc_cls, options), accepted_options(dec_cls, options)
     if not cond_dim:
@@ -544,12 +548,6 @@ def make_networks(
     )
     decoder = ConditionedDecoder(dec_cls(event_shape, latent_dim + cond_dim, n_params, **dec_opts))
     return encoder, decoder
-
-
-def accepted_options(cls, options: dict) -> dict:
-    """The subset of ``options`` that ``cls.__init__`` takes (e.g. ``channels`` only for conv)."""
-    params = inspect.signature(cls.__init__).parameters
-    return {k: v for k, v in options.items() if k in params}
 
 
 def count_parameters(module: nn.Module) -> int:

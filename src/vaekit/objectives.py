@@ -27,6 +27,7 @@ from .estimators import (
     square_importance_weights,
     with_gradient_of,
 )
+from .registry import Registry
 
 __all__ = [
     "ObjectiveResult",
@@ -36,6 +37,8 @@ __all__ = [
     "kl_weight",
     "Objective",
     "OBJECTIVES",
+    "ESTIMATORS",
+    "WARMUPS",
     "objective_from_config",
 ]
 
@@ -62,6 +65,7 @@ class ObjectiveResult:
 def elbo(
     model,
     x: Tensor,
+    y: Tensor | None = None,
     *,
     beta: float = 1.0,
     n_samples: int = 1,
@@ -70,6 +74,7 @@ def elbo(
     baseline: Baseline | None = None,
     qz_x=None,
     free_bits_groups: list[int] | None = None,
+    check: bool = True,
 ) -> ObjectiveResult:
     """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) || p(z)), estimated with ``n_samples`` draws of z.
 
@@ -79,15 +84,20 @@ def elbo(
     ``estimator``: ``reparam`` (pathwise), ``score`` (REINFORCE on E_q[log p(x|z)] with the
     optional ``baseline``; the analytic KL keeps its exact gradient) or ``stl`` (pathwise on the
     single-sample ELBO log p(x,z) − log q(z|x) with q's parameters held fixed; no free bits).
-    ``qz_x`` replaces the encoder's posterior (per-example inference, ``inference.refine``).
+    ``y`` conditions a conditional model (labels ``(B,)``); ``qz_x`` replaces the encoder's
+    posterior (per-example inference, ``inference.refine``).
     ``free_bits_groups`` (sizes of consecutive groups of latent dimensions, e.g. the layers of a
     hierarchical model) puts the floor on each group's KL instead: β·Σ_g max(λ, mean_B KL_g).
+    ``check`` validates ``x`` (shape, finiteness, support; one pass) — off where the caller
+    already did, as the training loop and ``evaluate``.
     """
-    qz_x = model.encode(x, check=False) if qz_x is None else qz_x
+    if check:
+        model.check(x)
+    qz_x = model.encode(x, y, check=False) if qz_x is None else qz_x
     pz = model.prior()
     draw = qz_x.sample if estimator == "score" else qz_x.rsample  # score: no gradient through z
     z = draw((n_samples,))  # (S, B, D)
-    log_px_z_s = model.decode(z).log_prob(x)  # (S, B)
+    log_px_z_s = model.decode(z, y).log_prob(x)  # (S, B)
     log_px_z = log_px_z_s.mean(0)  # (B,)
     # A Monte-Carlo KL (no analytic form) needs reparameterized draws: its own for score.
     kl_d = kl_per_dim(qz_x, pz, None if estimator == "score" else z)  # (B, D)
@@ -123,23 +133,30 @@ def _floored_kl(kl_mean: Tensor, free_bits: float, groups: list[int] | None) -> 
     return kl_mean.clamp_min(free_bits).sum()
 
 
-def log_weights(model, x: Tensor, qz_x, k: int) -> tuple[Tensor, Tensor]:
+def log_weights(model, x: Tensor, qz_x, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Importance log-weights log p(x|z) + log p(z) − log q(z|x) for k draws z ~ q(z|x).
 
     Returns ``(log_w, log_px_z)``, each ``(K, B)``, nats.
     """
     z = qz_x.rsample((k,))  # (K, B, D)
-    return _log_weights_at(model, x, z, qz_x)
+    return _log_weights_at(model, x, z, qz_x, y)
 
 
-def _log_weights_at(model, x: Tensor, z: Tensor, qz_x) -> tuple[Tensor, Tensor]:
-    log_px_z = model.decode(z).log_prob(x)  # (K, B)
+def _log_weights_at(model, x: Tensor, z: Tensor, qz_x, y=None) -> tuple[Tensor, Tensor]:
+    log_px_z = model.decode(z, y).log_prob(x)  # (K, B)
     log_w = log_px_z + model.prior().log_prob(z) - qz_x.log_prob(z)
     return log_w, log_px_z
 
 
 def iwae(
-    model, x: Tensor, *, k: int = 5, beta: float = 1.0, estimator: str = "reparam"
+    model,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    k: int = 5,
+    beta: float = 1.0,
+    estimator: str = "reparam",
+    check: bool = True,
 ) -> ObjectiveResult:
     """IWAE bound L_K = E[log (1/K) Σ_k w_k], w_k = p(x, z_k)/q(z_k|x) ≥ ELBO (Burda et al., 2015).
 
@@ -151,10 +168,12 @@ def iwae(
         raise ValueError("the IWAE objective has no β weight; use objective elbo for β-VAE")
     if estimator not in ("reparam", "stl", "dreg"):
         raise ValueError(f"iwae takes estimator reparam, stl or dreg, not {estimator!r}")
-    qz_x = model.encode(x, check=False)
+    if check:
+        model.check(x)
+    qz_x = model.encode(x, y, check=False)
     z = qz_x.rsample((k,))  # (K, B, D)
     q_for_weights = qz_x if estimator == "reparam" else detached_posterior(qz_x)
-    log_w, log_px_z = _log_weights_at(model, x, z, q_for_weights)  # (K, B)
+    log_w, log_px_z = _log_weights_at(model, x, z, q_for_weights, y)  # (K, B)
     if estimator == "dreg":
         square_importance_weights(z, log_w)
     bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,)
@@ -175,7 +194,10 @@ def kl_weight(step: int | None, cfg) -> float:
     return cfg.beta * min(1.0, t / ramp)
 
 
-OBJECTIVES = {"elbo": elbo, "iwae": iwae}
+OBJECTIVES = Registry("objective")
+OBJECTIVES.register("elbo", elbo, "evidence lower bound (β, warm-up, free bits)")
+OBJECTIVES.register("iwae", iwae, "importance-weighted bound with K samples")
+ESTIMATORS = ("reparam", "score", "stl", "dreg")  # encoder-gradient estimators (``estimators``)
 _ESTIMATORS_OF = {"elbo": ("reparam", "score", "stl"), "iwae": ("reparam", "stl", "dreg")}
 WARMUPS = ("none", "linear", "cyclical")
 
@@ -200,31 +222,34 @@ class Objective(nn.Module):
     def kl_weight(self, step: int | None) -> float:
         return kl_weight(step, self.cfg)
 
-    def forward(self, model, x: Tensor, step: int | None = None) -> ObjectiveResult:
+    def forward(
+        self, model, x: Tensor, y: Tensor | None = None, step: int | None = None
+    ) -> ObjectiveResult:
         c = self.cfg
         if c.name == "iwae":
-            return iwae(model, x, k=c.n_samples, estimator=c.estimator)
+            return iwae(model, x, y, k=c.n_samples, estimator=c.estimator, check=False)
         return elbo(
             model,
             x,
+            y,
             beta=self.kl_weight(step),
             n_samples=c.n_samples,
             free_bits=c.free_bits,
             estimator=c.estimator,
             baseline=self.baseline,
             free_bits_groups=_groups(model) if c.free_bits_per == "group" else None,
+            check=False,  # the run setup checked the data; batches are prepared in the support
         )
 
 
 def _groups(model) -> list[int]:
     """Free-bits groups of ``free_bits_per: group``: a hierarchical model's layers, else all z."""
-    return getattr(model, "latent_groups", None) or [model.latent_dim]
+    return model.latent_groups or [model.latent_dim]
 
 
 def _validate(cfg) -> None:
     """Clear errors for an unknown or inconsistent ``ObjectiveConfig``."""
-    if cfg.name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {cfg.name!r}; choose from {sorted(OBJECTIVES)}")
+    OBJECTIVES.get(cfg.name)  # a clear error for an unknown name
     if cfg.estimator not in _ESTIMATORS_OF[cfg.name]:
         raise ValueError(
             f"objective {cfg.name} takes estimator {' | '.join(_ESTIMATORS_OF[cfg.name])}, "

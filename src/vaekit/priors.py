@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, MixtureSameFamily
 
 from .distributions import standard_normal
+from .registry import Registry
 
 __all__ = ["StandardNormalPrior", "VampPrior", "PRIORS", "make_prior"]
 
@@ -72,13 +73,11 @@ class VampPrior(nn.Module):
         return base.loc[k] + temperature * base.scale[k] * eps.to(base.loc.device)
 
 
-PRIORS = ("normal", "vamp")
+PRIORS: Registry = Registry("prior")
+PRIORS.register("normal", lambda input_shape, n: StandardNormalPrior(), "N(0, I)")
+PRIORS.register("vamp", VampPrior, "mixture of posteriors at learned pseudo-inputs")
 
 
 def make_prior(name: str, input_shape, n_components: int = 500) -> nn.Module:
     """A prior module by name: ``normal`` or ``vamp`` (pseudo-inputs of ``input_shape``)."""
-    if name == "normal":
-        return StandardNormalPrior()
-    if name == "vamp":
-        return VampPrior(input_shape, n_components)
-    raise ValueError(f"unknown prior {name!r}; choose from {list(PRIORS)}")
+    return PRIORS.get(name)(input_shape, n_components)

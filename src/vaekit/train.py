@@ -1,6 +1,7 @@
-"""The training loop, readable top to bottom.
+"""The training loop, readable top to bottom; its setup (data, model, objective, optimizer,
+resume) is ``run.setup``.
 
-Batches are sliced from in-memory tensors with a seeded permutation per epoch; each step prepares
+Batches are sliced from the training split with a seeded permutation per epoch; each step prepares
 the batch (e.g. dynamic binarization), computes the objective, backpropagates, skips non-finite
 steps, clips, and steps Adam with a scheduled learning rate. At epoch ends: test ELBO, metrics,
 TensorBoard, checkpoint. Side effects live here and in ``checkpoint``; the model and the objective
@@ -20,14 +21,12 @@ import torch
 from tqdm import tqdm
 
 from . import images
-from .checkpoint import load_config_of, load_state, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import Config
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .evaluation import evaluate
-from .model import adopt_dataset, build_model
-from .objectives import objective_from_config
-from .tabular import adopt_table_schema
-from .transforms import DataPrep
+from .report import write_report
+from .run import Run, setup
 
 __all__ = ["train", "NonFiniteError", "lr_at"]
 
@@ -70,63 +69,15 @@ def train(
     Returns the run directory. Stops early (with a checkpoint) at ``train.max_steps``, at
     ``train.time_limit`` minutes, or on SIGINT/SIGTERM; ``resume`` then continues exactly.
     """
-    out = Path(out)
-    if resume:
-        saved = load_config_of(out)
-        # Only the schedule length and the stopping rules may change on resume; a stop that
-        # interrupted the run does not carry over.
-        saved.train.max_steps = saved.train.time_limit = None
-        if cfg is not None:
-            saved.train.epochs = cfg.train.epochs
-            saved.train.max_steps = cfg.train.max_steps
-            saved.train.time_limit = cfg.train.time_limit
-        cfg = saved
-    tc = cfg.train
-    torch.set_num_threads(tc.threads)
-    if torch.are_deterministic_algorithms_enabled() != tc.deterministic:
-        torch.use_deterministic_algorithms(tc.deterministic)  # its first call costs ~2 s of imports
-    torch.manual_seed(tc.seed)
-
-    # ---- data and model ----------------------------------------------------------------------
-    ds = dataset or load_dataset(  # ``dataset``: in-memory data (e.g. a DataFrame's table)
-        cfg.data.dataset, data_dir, train_limit=cfg.data.train_limit, test_limit=cfg.data.test_limit
-    )
-    cfg.model.event_shape = list(ds.event_shape)
-    if ds.schema is not None:  # a table brings its likelihood: column types and statistics
-        adopt_table_schema(cfg.model, ds.schema, resume)
-    adopt_dataset(cfg.model, ds)  # a text vocabulary, a cvae's number of classes
-    model = build_model(cfg.model)
-    prep = DataPrep(model.likelihood, cfg.data.binarize)
-    cfg.data.binarize = prep.binarize
-    x_test = prep.fixed(ds.test, seed=cfg.data.eval_seed)
-    model.check(x_test)  # one clear error up front instead of NaNs later
-    model.check(prep(ds.train[: tc.batch_size], torch.Generator().manual_seed(0)))
-    objective = objective_from_config(cfg.objective, model)  # may learn (a baseline): optimized
-    # fused Adam: one kernel per step on the CPU instead of a Python loop over parameters.
-    optimizer = torch.optim.Adam(
-        [*model.parameters(), *objective.parameters()], lr=tc.lr, fused=True
-    )
-    gen = torch.Generator().manual_seed(tc.seed)  # data order and binarization
+    run = setup(cfg, out, resume=resume, data_dir=data_dir, dataset=dataset, log=log)
+    cfg, tc, out = run.cfg, run.cfg.train, run.out
+    model, objective, optimizer, prep, ds, gen = (
+        run.model, run.objective, run.optimizer, run.prep, run.ds, run.gen
+    )  # fmt: skip
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model_params = list(model.parameters())  # gradient clipping: the model's, not a baseline's
-
-    n = len(ds.train)
-    n_batches = max(n // tc.batch_size, 1)  # drop the ragged last batch
-    total_steps = n_batches * tc.epochs
-    epoch, step, batch_in_epoch, perm = 0, 0, 0, None
-    if resume:
-        trainer, tensors = load_state(out, model, optimizer)
-        epoch, step, batch_in_epoch = trainer["epoch"], trainer["step"], trainer["batch_in_epoch"]
-        torch.set_rng_state(tensors["rng.torch"])
-        gen.set_state(tensors["rng.data"])
-        perm = tensors.get("data.perm")
-        objective.load_state_dict(
-            {k[len("objective.") :]: v for k, v in tensors.items() if k.startswith("objective.")}
-        )
-        log(f"resuming {out} at epoch {epoch + 1}, step {step}")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.json")
+    total_steps = run.n_batches * tc.epochs
+    epoch, step, batch_in_epoch, perm = run.epoch, run.step, run.batch_in_epoch, run.perm
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -148,11 +99,11 @@ def train(
     while epoch < tc.epochs:
         model.train()
         if perm is None:
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(len(ds.train), generator=gen)
         sums = {"loss": 0.0, "bound": 0.0, "recon": 0.0, "kl": 0.0}
         counted = 0
         bar = tqdm(
-            range(batch_in_epoch, n_batches),
+            range(batch_in_epoch, run.n_batches),
             desc=f"epoch {epoch + 1}/{tc.epochs}",
             disable=None,
             leave=False,
@@ -166,8 +117,7 @@ def train(
             lr = lr_at(step, total_steps, tc)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with model.given(y):
-                res = objective(model, x, step=step)
+            res = objective(model, x, y, step=step)
             for p in params:  # optimizer.zero_grad(set_to_none=True) without its profiler scope
                 p.grad = None
             res.loss.backward()
@@ -222,35 +172,42 @@ def train(
         }
         row.update({f"train_{k}": v / max(counted, 1) for k, v in sums.items()})
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
-            ev = evaluate(
-                model, x_test, k=0, batch_size=1000, seed=cfg.data.eval_seed, labels=ds.test_labels
-            )
-            row.update(
-                {
-                    "test_elbo": ev["elbo"],
-                    "test_recon": ev["recon"],
-                    "test_kl": ev["kl"],
-                    "active_units": ev["active_units"],
-                    "kl_per_dim": ev["kl_per_dim"],
-                }
-            )
-            if "kl_per_layer" in ev:  # hierarchical models
-                row["test_kl_per_layer"] = ev["kl_per_layer"]
-        _log_epoch(out, writer, row, model if tc.images else None, x_test, ds.test_labels)
+            row.update(_test_metrics(run))
+        _log_epoch(out, writer, row, model if tc.images else None, run.x_test, ds.test_labels)
         log(_summary(row, tc.epochs))
         if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
             checkpoint(None)
 
     if tc.images:
-        images.write_run_pictures(model, x_test, out, labels=ds.test_labels)
+        images.write_run_pictures(model, run.x_test, out, labels=ds.test_labels)
         try:  # the report is a convenience: its failure must never lose the trained run
-            from .report import write_report
-
-            log(f"report: {write_report(out, model, x_test, ds.test_labels)}")
+            log(f"report: {write_report(out, model, run.x_test, ds.test_labels)}")
         except Exception as e:
             log(f"report not written ({type(e).__name__}: {e}); try `vaekit report {out}`")
     writer.close()
     return out
+
+
+def _test_metrics(run: Run) -> dict:
+    """Test ELBO terms of the epoch's model (IWAE K=0: the bound only), for metrics.jsonl."""
+    ev = evaluate(
+        run.model,
+        run.x_test,
+        k=0,
+        batch_size=1000,
+        seed=run.cfg.data.eval_seed,
+        labels=run.ds.test_labels,
+    )
+    row = {
+        "test_elbo": ev["elbo"],
+        "test_recon": ev["recon"],
+        "test_kl": ev["kl"],
+        "active_units": ev["active_units"],
+        "kl_per_dim": ev["kl_per_dim"],
+    }
+    if "kl_per_layer" in ev:  # hierarchical models
+        row["test_kl_per_layer"] = ev["kl_per_layer"]
+    return row
 
 
 class _StopFlag:

@@ -34,11 +34,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints, kl_divergence
 
-from .config import ModelConfig
-from .distributions import kl_per_dim, make_likelihood
-from .model import VAE, network_options
-from .networks import ACTIVATIONS, MLPEncoder, _mlp, make_networks
-from .priors import make_prior
+from ..config import DataInfo, ModelConfig
+from ..distributions import kl_per_dim
+from ..networks import ACTIVATIONS, MLPEncoder, make_networks, mlp
+from ..priors import make_prior
+from .vae import VAE, likelihood_of, network_options
 
 __all__ = ["HierarchicalVAE", "LadderPosterior", "LadderPrior", "build_hierarchical"]
 
@@ -106,11 +106,11 @@ class HierarchicalVAE(VAE):
         f = features or width  # bottom-up feature width (the encoder's output)
         self.act = ACTIVATIONS[activation]()
         hidden = (width,)
-        self.up = nn.ModuleList([_mlp([f, f, 1], activation)[:2] for _ in range(n - 1)])
+        self.up = nn.ModuleList([mlp([f, f, 1], activation)[:2] for _ in range(n - 1)])
         self.q_top = nn.Linear(f, 2 * latent_dims[-1])
         # Index l (0-based, bottom first) serves layer l from the layer above it.
         self.down = nn.ModuleList(
-            [_mlp([latent_dims[l + 1], *hidden, width], activation) for l in range(n - 1)]
+            [mlp([latent_dims[l + 1], *hidden, width], activation) for l in range(n - 1)]
         )
         self.p_head = nn.ModuleList(  # t is the down network's linear output
             [nn.Sequential(self.act, nn.Linear(width, 2 * latent_dims[l])) for l in range(n - 1)]
@@ -128,7 +128,7 @@ class HierarchicalVAE(VAE):
         return self.latent_dims[-1]
 
     @property
-    def latent_groups(self) -> list[int]:
+    def latent_groups(self) -> list[int]:  # type: ignore[override]
         """Sizes of the latent layers z_1 … z_L as they sit in the concatenated z."""
         return list(self.latent_dims)
 
@@ -147,7 +147,7 @@ class HierarchicalVAE(VAE):
         loc, log_scale = self.q_top(d_top).chunk(2, -1)
         return Independent(self._normal(loc, log_scale), 1, validate_args=False)
 
-    def top_posterior(self, inputs: Tensor) -> Independent:
+    def top_posterior(self, inputs: Tensor, y: Tensor | None = None) -> Independent:
         """q(z_L | x) from encoder inputs: batch ``(B,)``, event ``(d_L,)``."""
         return self._q_top(self._features(inputs)[-1])
 
@@ -233,7 +233,7 @@ class HierarchicalVAE(VAE):
         return self._normal(p_loc + d_loc, soft_clamp(p_log_scale, c) + d_log_scale)
 
     # ---- the VAE interface -----------------------------------------------------------------------
-    def encode(self, x: Tensor, *, check: bool = True) -> LadderPosterior:
+    def encode(self, x: Tensor, y: Tensor | None = None, *, check: bool = True) -> LadderPosterior:
         """q(z|x) over the concatenated z: batch ``(B,)``, event ``(D,)``, D = Σ d_l."""
         if check:
             self.check(x)
@@ -242,12 +242,12 @@ class HierarchicalVAE(VAE):
     def prior(self) -> LadderPrior:
         return LadderPrior(self)
 
-    def decode(self, z: Tensor) -> Distribution:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
         """p(x|z_1) for z of shape ``(*S, B, D)`` (only the bottom layer reaches the decoder)."""
-        return super().decode(z[..., : self.latent_dims[0]])
+        return super().decode(z[..., : self.latent_dims[0]], y)
 
     @torch.no_grad()
-    def sample(self, n: int, *, temperature=1.0, mean=False, generator=None) -> Tensor:
+    def sample(self, n: int, y=None, *, temperature=1.0, mean=False, generator=None) -> Tensor:
         """``n`` ancestral draws; every layer's scale multiplied by ``temperature``."""
         p = next(self.parameters())
         lead = torch.Size([n])
@@ -331,22 +331,22 @@ class LadderPrior(Distribution):
             return self.model.top_down(None, torch.Size(sample_shape)).z
 
 
-def build_hierarchical(cfg: ModelConfig) -> HierarchicalVAE:
+def build_hierarchical(cfg: ModelConfig, info: DataInfo) -> HierarchicalVAE:
     """``kind: hvae``: ``latent_dims`` (bottom → top; default [latent_dim, latent_dim // 2]),
     encoder/decoder networks of ``arch``, top-down width ``ladder_width`` (default
     ``hidden[-1]``). The bottom-up features are the encoder's last hidden layer (``hidden[-1]``
     units; an MLP encoder is the single-layer model's trunk, ``hidden[:-1]`` then that layer)."""
-    event_shape = tuple(cfg.event_shape)
     dims = list(cfg.latent_dims) or [cfg.latent_dim, max(cfg.latent_dim // 2, 1)]
     features = cfg.hidden[-1] if cfg.hidden else 256
     width = cfg.ladder_width or features
-    likelihood = make_likelihood(cfg.likelihood, event_shape, scale=cfg.gaussian_scale)
+    likelihood = likelihood_of(cfg, info)
+    shape = likelihood.network_shape  # the data's shape, or e.g. a table's one-hot width
     options = network_options(cfg)
     encoder, decoder = make_networks(
-        cfg.arch, event_shape, dims[0], likelihood.n_params, enc_out=features, **options
+        cfg.arch, shape, dims[0], likelihood.n_params, enc_out=features, **options
     )
     if cfg.arch == "mlp" and cfg.hidden:
-        encoder = MLPEncoder(event_shape, features, cfg.hidden[:-1], cfg.activation)
+        encoder = MLPEncoder(shape, features, cfg.hidden[:-1], cfg.activation)
     return HierarchicalVAE(
         encoder,
         decoder,
@@ -358,5 +358,5 @@ def build_hierarchical(cfg: ModelConfig) -> HierarchicalVAE:
         merge=cfg.ladder_merge,
         features=features,
         config=cfg,
-        prior=make_prior(cfg.prior, event_shape, cfg.prior_components),
+        prior=make_prior(cfg.prior, shape, cfg.prior_components),
     )

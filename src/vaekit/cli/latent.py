@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import images
-from .checkpoint import load_run
-from .cli import _int_list, _split_data, _write_output
-from .data import load_dataset
-from .latent import (
+from .. import images
+from ..checkpoint import load_run
+from ..data import DataPrep, load_dataset
+from ..latent import (
     apply_attribute,
     attribute_vector,
     decode_mean,
@@ -22,7 +21,7 @@ from .latent import (
     encode,
     index_mask,
 )
-from .transforms import DataPrep
+from .options import int_list, split_data, write_output
 
 __all__ = ["register"]
 
@@ -32,7 +31,7 @@ def _data(model, args):
     else the run's own split; prepared as in evaluation. Returns (x, labels or None)."""
     spec = getattr(args, "data", None)
     if not spec:
-        return _split_data(model, args, args.split)
+        return split_data(model, args, args.split)
     ds = load_dataset(spec, args.data_dir)
     raw, labels = (ds.test, ds.test_labels) if args.split == "test" else (ds.train, ds.train_labels)
     if args.limit:
@@ -98,7 +97,7 @@ def _projector(model, x, z, labels, args) -> Path:
 
 
 def cmd_traverse(args) -> int:
-    from .report import traversal_pictures
+    from ..report import traversal_pictures
 
     model = load_run(args.run)
     x, _ = _data(model, args)
@@ -115,7 +114,7 @@ def cmd_traverse(args) -> int:
     pics = traversal_pictures(model, z0, dims, torch.linspace(lo, hi, args.steps))
     for d in dims:
         print(f"row z{d}: mean KL {float(kl[(order == d).nonzero()[0, 0]]):.3f} nats")
-    _write_output(args.output, _shown(model, pics), args.steps, model)
+    write_output(args.output, _shown(model, pics), args.steps, model)
     return 0
 
 
@@ -155,13 +154,13 @@ def cmd_attribute(args) -> int:
     if args.vector:
         np.save(args.vector, v.numpy(), allow_pickle=False)
         print(args.vector)
-    _write_output(args.output, _shown(model, pics), len(args.alphas), model)
+    write_output(args.output, _shown(model, pics), len(args.alphas), model)
     return 0
 
 
 def cmd_latent_map(args) -> int:
-    from .latent import latent_map
-    from .report import map_figure
+    from ..latent import latent_map
+    from ..report import map_figure
 
     model = load_run(args.run)
     x, labels = _data(model, args)
@@ -178,8 +177,8 @@ def cmd_latent_map(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .evaluation import evaluate
-    from .report import write_report
+    from ..evaluation import evaluate
+    from ..report import write_report
 
     model = load_run(args.run)
     x, labels = _data(model, args)
@@ -196,7 +195,7 @@ def cmd_report(args) -> int:
 
 def cmd_explore(args) -> int:
     try:
-        from .explore import create_app, serve
+        from ..explore import create_app, serve
     except ImportError as e:  # pragma: no cover - depends on the installation
         raise SystemExit(f"vaekit explore needs fastapi and uvicorn: {e}") from None
     torch.set_num_threads(args.threads)
@@ -238,7 +237,7 @@ def register(sub) -> None:
     t = sub.add_parser("traverse", help="decode one code with single dimensions varied")
     _common(t, 1000)
     t.add_argument("--item", type=int, help="start from this item's code (default: z = 0)")
-    t.add_argument("--dims", type=_int_list, help="dimensions to vary (default: the most used)")
+    t.add_argument("--dims", type=int_list, help="dimensions to vary (default: the most used)")
     t.add_argument("--top", type=int, default=8, help="how many of the most-used dims (8)")
     t.add_argument(
         "--range", type=float, nargs=2, default=[-3.0, 3.0], metavar=("LO", "HI"), help="(-3 3)"
@@ -249,11 +248,11 @@ def register(sub) -> None:
 
     a = sub.add_parser("attribute", help="z + α·v with v = mean z(with) − mean z(without)")
     _common(a, None)
-    a.add_argument("--with-labels", type=_int_list, help="labels that have the attribute")
-    a.add_argument("--with-indices", type=_int_list, help="items that have the attribute")
-    a.add_argument("--without-labels", type=_int_list, help="(default: all other items)")
-    a.add_argument("--without-indices", type=_int_list)
-    a.add_argument("--items", type=_int_list, default=[0, 1, 2, 3], help="items to edit")
+    a.add_argument("--with-labels", type=int_list, help="labels that have the attribute")
+    a.add_argument("--with-indices", type=int_list, help="items that have the attribute")
+    a.add_argument("--without-labels", type=int_list, help="(default: all other items)")
+    a.add_argument("--without-indices", type=int_list)
+    a.add_argument("--items", type=int_list, default=[0, 1, 2, 3], help="items to edit")
     a.add_argument(
         "--alphas", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 1.5, 2.0], metavar="A"
     )

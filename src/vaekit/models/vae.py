@@ -2,7 +2,12 @@
 
 ``VAE`` composes an encoder network, a decoder network, a likelihood head and a prior; it has no
 training logic (see ``objectives`` and ``train``). Stages: ``encode`` (inference) → ``decode``
-(generative); objectives combine them into a bound.
+(generative); objectives combine them into a bound. A conditional model takes its condition
+explicitly, ``encode(x, y)`` / ``decode(z, y)``; ``with model.given(y):`` sets a default ``y`` for
+calls that pass none (sugar for interactive use).
+
+This module imports no other model family: the families (``autoencoder``, ``hierarchical``,
+``sequence``) build on it, and ``models/__init__`` registers them.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
-from .config import ModelConfig
-from .distributions import MIN_SCALE, Likelihood, diag_gaussian, make_likelihood
-from .networks import make_networks
-from .priors import StandardNormalPrior, make_prior
-from .tabular import TabularLikelihood  # noqa: F401  (registers the "tabular" likelihood)
+from ..config import DataInfo, ModelConfig
+from ..distributions import MIN_SCALE, diag_gaussian
+from ..likelihoods import Likelihood, make_likelihood
+from ..networks import make_networks
+from ..priors import StandardNormalPrior, make_prior
 
-__all__ = ["VAE", "MODELS", "adopt_dataset", "build_model", "build_vae", "network_options"]
+__all__ = ["VAE", "build_vae", "likelihood_of", "network_options", "condition_size"]
 
 
 class VAE(nn.Module):
@@ -52,6 +57,9 @@ class VAE(nn.Module):
         self.prior_net = prior if prior is not None else StandardNormalPrior()
         self.cond_dim = cond_dim  # > 0: a conditional model, see ``given``
         self._y: Tensor | None = None
+
+    has_bound = True  # log p(x) has a lower bound (not so for a plain autoencoder)
+    latent_groups: list[int] | None = None  # sizes of latent layers as they sit in z (hvae)
 
     @property
     def top_dim(self) -> int:
@@ -89,27 +97,29 @@ class VAE(nn.Module):
             raise ValueError(f"condition vectors must be (batch, {self.cond_dim}), got {y.shape}")
         return y.float()
 
-    def _condition(self, batch: int) -> Tensor:
-        """The current condition as ``(batch, cond_dim)``; clear error when none is set."""
-        if self._y is None:
+    def _condition(self, y: Tensor | None, batch: int) -> Tensor:
+        """The condition ``y`` (else the ``given`` default) as ``(batch, cond_dim)``."""
+        c = self._y if y is None else self._as_condition(y)
+        if c is None:
             raise ValueError(
-                "this conditional model needs y: use `with model.given(labels): ...` (CLI: --label)"
+                "this conditional model needs y: pass y (labels) or use "
+                "`with model.given(labels): ...` (CLI: --label)"
             )
-        if len(self._y) not in (1, batch):
-            raise ValueError(f"condition has {len(self._y)} rows for a batch of {batch}")
-        return self._y.expand(batch, -1)
+        if len(c) not in (1, batch):
+            raise ValueError(f"condition has {len(c)} rows for a batch of {batch}")
+        return c.expand(batch, -1)
 
     # ---- inference -----------------------------------------------------------------------
-    def encode(self, x: Tensor, *, check: bool = True) -> Independent:
-        """q(z|x): batch shape ``(B,)``, event shape ``(D,)``; ``.mean`` is the embedding."""
+    def encode(self, x: Tensor, y: Tensor | None = None, *, check: bool = True) -> Independent:
+        """q(z|x[, y]): batch shape ``(B,)``, event shape ``(D,)``; ``.mean`` is the embedding."""
         if check:
             self.check(x)
-        return self.top_posterior(self.likelihood.encoder_input(x))
+        return self.top_posterior(self.likelihood.encoder_input(x), y)
 
-    def top_posterior(self, inputs: Tensor) -> Independent:
+    def top_posterior(self, inputs: Tensor, y: Tensor | None = None) -> Independent:
         """q(z|x) from encoder inputs (``likelihood.encoder_input(x)``, or pseudo-inputs)."""
         if self.cond_dim:
-            h = self.encoder(inputs, self._condition(len(inputs)))
+            h = self.encoder(inputs, self._condition(y, len(inputs)))
         else:
             h = self.encoder(inputs)
         loc, raw_scale = h.chunk(2, dim=-1)
@@ -120,13 +130,13 @@ class VAE(nn.Module):
         """p(z), event shape ``(D,)``: N(0, I) unless the model was built with another prior."""
         return self.prior_net(self)
 
-    def decode(self, z: Tensor) -> Distribution:
-        """p(x|z) for ``z`` of shape ``(*S, B, D)``: batch shape ``(*S, B)``."""
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
+        """p(x|z[, y]) for ``z`` of shape ``(*S, B, D)``: batch shape ``(*S, B)``."""
         lead = z.shape[:-1]
         flat = z.reshape(-1, z.shape[-1])
         if self.cond_dim:
-            y = self._condition(lead[-1] if lead else 1)
-            params = self.decoder(flat, y.expand(*lead, -1).reshape(len(flat), -1))
+            c = self._condition(y, lead[-1] if lead else 1)
+            params = self.decoder(flat, c.expand(*lead, -1).reshape(len(flat), -1))
         else:
             params = self.decoder(flat)
         params = params.to(z.dtype)  # a no-op, except for a bfloat16 (autocast) decoder's output
@@ -136,34 +146,20 @@ class VAE(nn.Module):
     def sample(
         self,
         n: int,
+        y: Tensor | None = None,
         *,
         temperature: float = 1.0,
         mean: bool = False,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` draws x ~ p(x|z), z ~ p(z) (N(0, temperature² I) for the standard prior);
-        ``mean=True`` returns E[x|z]. A conditional model outside ``given`` cycles through the
-        classes 0, 1, …, cond_dim − 1."""
-        if self.cond_dim and self._y is None:
-            with self.given(torch.arange(n) % self.cond_dim):
-                return self.sample(n, temperature=temperature, mean=mean, generator=generator)
+        """``n`` draws x ~ p(x|z[, y]), z ~ p(z) (N(0, temperature² I) for the standard prior);
+        ``mean=True`` returns E[x|z]. A conditional model without ``y`` (nor a ``given``
+        default) cycles through the classes 0, 1, …, cond_dim − 1."""
+        if self.cond_dim and y is None and self._y is None:
+            y = torch.arange(n) % self.cond_dim
         z = self.prior_net.sample(self, n, temperature, generator)
-        px_z = self.decode(z)
+        px_z = self.decode(z, y)
         return px_z.mean if mean else px_z.sample()
-
-    # ---- convenience bounds (per example, nats) --------------------------------------------
-    def elbo(self, x: Tensor, n_samples: int = 1) -> Tensor:
-        """ELBO per example, ``(B,)`` nats (a lower bound on log p(x))."""
-        from .objectives import elbo
-
-        with torch.no_grad():
-            return elbo(self, self._checked(x), n_samples=n_samples).bound
-
-    def log_likelihood(self, x: Tensor, k: int = 1000, *, chunk: int | None = None) -> Tensor:
-        """IWAE estimate of log p(x) with ``k`` importance samples, ``(B,)`` nats."""
-        from .evaluation import iwae_log_likelihood
-
-        return iwae_log_likelihood(self, self._checked(x), k=k, chunk=chunk)
 
     # ---- validation ------------------------------------------------------------------------
     def check(self, x: Tensor) -> None:
@@ -177,53 +173,25 @@ class VAE(nn.Module):
             )
         self.likelihood.check(x)
 
-    def _checked(self, x: Tensor) -> Tensor:
-        self.check(x)
-        return x if x.is_floating_point() else x.float()
-
     @property
     def n_dims(self) -> int:
         return math.prod(self.event_shape)
 
 
-MODELS = ("vae", "cvae", "hvae", "seqvae", "ae")
-
-
-def build_model(cfg: ModelConfig) -> VAE:
-    """A fresh model from a resolved model config (``event_shape`` must be set).
-
-    ``cfg.kind`` picks the family member: ``vae``, ``cvae`` (conditional on labels), ``hvae``
-    (hierarchical), ``seqvae`` (text), ``ae`` (plain autoencoder); see docs/models.md.
-    """
-    if cfg.event_shape is None:
-        raise ValueError("model config has no event_shape; it is filled from the data")
-    from .autoencoder import build_autoencoder
-    from .hierarchical import build_hierarchical
-    from .text import build_sequence_vae
-
-    builders = {
-        "vae": build_vae,
-        "cvae": build_vae,
-        "hvae": build_hierarchical,
-        "seqvae": build_sequence_vae,
-        "ae": build_autoencoder,
-    }
-    if cfg.kind not in builders:
-        raise ValueError(f"unknown model kind {cfg.kind!r}; choose from {list(MODELS)}")
-    return builders[cfg.kind](cfg)
-
-
-def adopt_dataset(cfg: ModelConfig, ds) -> None:
-    """Fill what a model learns from its data (values already in ``cfg``, e.g. from a saved run,
-    are kept): a text vocabulary ``vocab``; a cvae's number of classes ``n_classes``."""
-    vocab = getattr(ds, "vocab", None)
-    if vocab is not None and not cfg.vocab:
-        cfg.vocab = list(vocab)
-    if cfg.kind == "cvae" and cfg.n_classes is None:
-        if ds.train_labels is None:
-            raise ValueError(f"a cvae needs labelled data; {ds.name} has no labels")
-        labels = [t for t in (ds.train_labels, ds.test_labels) if t is not None and len(t)]
-        cfg.n_classes = int(max(int(t.max()) for t in labels)) + 1
+def likelihood_of(cfg: ModelConfig, info: DataInfo) -> Likelihood:
+    """The likelihood head of a model config for its data: every model kind builds it here, with
+    what the data told (``levels`` for the Gaussian's bits/dim, ``columns`` for tables, ``vocab``
+    for tokens)."""
+    if not info.event_shape:
+        raise ValueError("data_info has no event_shape; it is filled from the data")
+    return make_likelihood(
+        cfg.likelihood,
+        tuple(info.event_shape),
+        scale=cfg.gaussian_scale,
+        levels=info.levels,
+        columns=info.columns,
+        vocab=info.vocab,
+    )
 
 
 def network_options(cfg: ModelConfig) -> dict:
@@ -237,23 +205,20 @@ def network_options(cfg: ModelConfig) -> dict:
     }
 
 
-def condition_size(cfg: ModelConfig) -> int:
+def condition_size(cfg: ModelConfig, info: DataInfo) -> int:
     """Number of classes a ``cvae`` is conditioned on (0 for other kinds)."""
     if cfg.kind != "cvae":
         return 0
-    if not cfg.n_classes or cfg.n_classes < 2:
-        raise ValueError("a cvae needs labelled data with at least 2 classes (model.n_classes)")
-    return int(cfg.n_classes)
+    if not info.n_classes or info.n_classes < 2:
+        raise ValueError("a cvae needs labelled data with at least 2 classes (data_info.n_classes)")
+    return int(info.n_classes)
 
 
-def build_vae(cfg: ModelConfig) -> VAE:
+def build_vae(cfg: ModelConfig, info: DataInfo) -> VAE:
     """One latent layer: networks ``cfg.arch`` (mlp | conv | resnet), a likelihood head, a prior;
     conditional on labels when ``cfg.kind == "cvae"``."""
-    event_shape = tuple(cfg.event_shape)
-    likelihood = make_likelihood(
-        cfg.likelihood, event_shape, scale=cfg.gaussian_scale, columns=cfg.columns
-    )
-    cond_dim = condition_size(cfg)
+    likelihood = likelihood_of(cfg, info)
+    cond_dim = condition_size(cfg, info)
     if cond_dim and cfg.prior != "normal":
         raise ValueError("a cvae supports only the standard normal prior")
     encoder, decoder = make_networks(
@@ -264,7 +229,7 @@ def build_vae(cfg: ModelConfig) -> VAE:
         cond_dim=cond_dim,
         **network_options(cfg),
     )
-    prior = make_prior(cfg.prior, event_shape, cfg.prior_components)
+    prior = make_prior(cfg.prior, likelihood.network_shape, cfg.prior_components)
     return VAE(
         encoder, decoder, likelihood, cfg.latent_dim, config=cfg, prior=prior, cond_dim=cond_dim
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .distributions import Likelihood
+from ..likelihoods.base import Likelihood
 
 __all__ = ["DataPrep", "BINARIZE", "binarize", "binarize_fast"]
 

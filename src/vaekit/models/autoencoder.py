@@ -18,10 +18,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, MultivariateNormal, constraints
 
-from .config import ModelConfig
-from .distributions import make_likelihood
-from .model import VAE, network_options
-from .networks import make_networks
+from ..config import DataInfo, ModelConfig
+from ..networks import make_networks
+from .vae import VAE, likelihood_of, network_options
 
 __all__ = ["PointMass", "GaussianFitPrior", "Autoencoder", "build_autoencoder"]
 
@@ -102,7 +101,7 @@ class Autoencoder(VAE):
 
     has_bound = False  # evaluation reports the reconstruction term only
 
-    def top_posterior(self, inputs: Tensor) -> PointMass:
+    def top_posterior(self, inputs: Tensor, y: Tensor | None = None) -> PointMass:
         """δ(z − enc(x)) from encoder inputs; training mode moves the Gaussian fit to the codes."""
         loc = self.encoder(inputs)
         if self.training:
@@ -110,15 +109,14 @@ class Autoencoder(VAE):
         return PointMass(loc)
 
 
-def build_autoencoder(cfg: ModelConfig) -> Autoencoder:
+def build_autoencoder(cfg: ModelConfig, info: DataInfo) -> Autoencoder:
     """``kind: ae``: the networks of ``arch`` with a ``latent_dim`` code and a likelihood head."""
     if cfg.prior != "normal":
         raise ValueError("an autoencoder's prior is its Gaussian fit; set prior: normal")
-    event_shape = tuple(cfg.event_shape)
-    likelihood = make_likelihood(cfg.likelihood, event_shape, scale=cfg.gaussian_scale)
+    likelihood = likelihood_of(cfg, info)
     encoder, decoder = make_networks(
         cfg.arch,
-        event_shape,
+        likelihood.network_shape,  # the data's shape, or e.g. a table's one-hot width
         cfg.latent_dim,
         likelihood.n_params,
         enc_out=cfg.latent_dim,

@@ -1,25 +1,24 @@
-"""Text for sequence VAEs (Bowman et al., 2016): tokenizer, text datasets, the autoregressive
-categorical likelihood, and the ``seqvae`` model.
+"""Tokens for sequence VAEs (Bowman et al., 2016): the tokenizer and the autoregressive
+categorical likelihood.
 
 Tokens: ids 0..3 are ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``; the rest is the vocabulary of the
 training split, most frequent first (ties alphabetical). Characters, or words and punctuation
 marks where a token preceded by a space carries a leading ``▁`` (as in SentencePiece), so decoding
 is exact: ``decode(encode(s)) == " ".join(s.split())`` for in-vocabulary text. The vocabulary is
-saved with a run (``model.vocab`` in ``config.json``).
+saved with a run (``data_info.vocab`` in ``config.json``).
 
 A sentence is a row of ``T`` token ids: the tokens, ``<eos>``, then ``<pad>``. Data rows are
 float32 (the ``Dataset`` convention); ids are exact integers.
 
-The ``seqvae`` is a plain ``VAE`` built from shared parts: a sequence encoder (GRU or Transformer)
-→ q(z|x); the decoder network is the identity on z; the likelihood head ``TokenLikelihood`` holds
-the autoregressive decoder p(x|z) = Π_t Cat(x_t | x_<t, z) and its word dropout.
+p(x|z) = Π_t Cat(x_t | x_<t, z) is an ``AutoregressiveCategorical`` over a context z and an
+autoregressive network (the sequence model's decoder, ``models.sequence``); ``TokenLikelihood``
+declares the support (token ids ending in ``<eos>``) and turns rows back into sentences.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from .config import ModelConfig
-from .distributions import Likelihood, SupportError
+from ..distributions import SupportError
+from .base import Likelihood, check_finite
 
 __all__ = [
     "SPECIALS",
@@ -39,8 +38,7 @@ __all__ = [
     "Tokenizer",
     "AutoregressiveCategorical",
     "TokenLikelihood",
-    "build_sequence_vae",
-    "load_text",
+    "split",
 ]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -115,51 +113,6 @@ def split(line: str, level: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Text datasets: one sentence per line
-# --------------------------------------------------------------------------------------------
-
-
-def load_text(
-    file: Path,
-    name: str,
-    level: str = "char",
-    max_len: str | int | None = None,
-    max_vocab: str | int | None = None,
-    min_count: str | int = 1,
-):
-    """A ``Dataset`` of the non-empty lines of ``file``: every 10th line (index % 10 == 9) is the
-    test set; the vocabulary comes from the training lines. Rows have ``max_len`` tokens (default:
-    the longest line + 1); longer lines are dropped."""
-    from .data import DataNotFoundError, Dataset
-
-    file = Path(file).expanduser()
-    if not file.is_file():
-        raise DataNotFoundError(f"text file not found: {file}")
-    lines = [" ".join(line.split()) for line in file.read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
-    if len(lines) < 2:
-        raise ValueError(f"{file}: needs at least 2 non-empty lines (one sentence per line)")
-    test = np.arange(len(lines)) % 10 == 9
-    train_lines = [line for line, t in zip(lines, test, strict=True) if not t]
-    tok = Tokenizer.fit(train_lines, level, int(max_vocab) if max_vocab else None, int(min_count))
-    lengths = np.array([len(split(line, level)) for line in lines])
-    length = int(max_len) if max_len else int(lengths.max()) + 1
-    keep = lengths <= length - 1
-    kept = [line for line, k in zip(lines, keep, strict=True) if k]
-    x = tok.rows(kept, length)
-    test = test[keep]
-    return Dataset(
-        name=name,
-        train=x[torch.from_numpy(~test)],
-        test=x[torch.from_numpy(test)],
-        train_labels=None,
-        test_labels=None,
-        event_shape=(length,),
-        vocab=tuple(tok.vocab),
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # The autoregressive likelihood
 # --------------------------------------------------------------------------------------------
 
@@ -181,13 +134,20 @@ class AutoregressiveCategorical(Distribution):
         super().__init__(context.shape[:-1], torch.Size([length]), validate_args=False)
 
     def _logits(self, inputs: Tensor, context: Tensor) -> Tensor:
+        """Next-token logits ``(N, t, V)``: never <pad> or <bos>, and <eos> at position T − 1
+        (a row ends there), so p(x|c) is normalised over the rows that fit in T tokens."""
         logits = self.net(context, inputs)  # (N, t, V)
-        return logits.index_fill(-1, torch.tensor([PAD, BOS], device=logits.device), -torch.inf)
+        logits = logits.index_fill(-1, torch.tensor([PAD, BOS], device=logits.device), -torch.inf)
+        if logits.shape[1] == self.length:
+            last = torch.full_like(logits[:, -1], -torch.inf)
+            last[:, EOS] = 0.0
+            logits = torch.cat([logits[:, :-1], last[:, None]], 1)
+        return logits
 
     def log_prob(self, x: Tensor) -> Tensor:
-        shape = self.batch_shape
+        shape = torch.broadcast_shapes(x.shape[:-1], self.batch_shape)  # (*sample, *batch)
         x = x.long().expand(*shape, self.length).reshape(-1, self.length)  # (N, T)
-        ctx = self.context.reshape(-1, self.context.shape[-1])
+        ctx = self.context.expand(*shape, -1).reshape(-1, self.context.shape[-1])
         inputs = torch.cat([torch.full_like(x[:, :1], BOS), x[:, :-1]], 1)
         logp = F.log_softmax(self._logits(inputs, ctx), -1)
         token_lp = logp.gather(-1, x.unsqueeze(-1)).squeeze(-1)  # (N, T)
@@ -229,21 +189,30 @@ class AutoregressiveCategorical(Distribution):
 
 
 class TokenLikelihood(Likelihood):
-    """Likelihood head for token rows ``(T,)``: decoder outputs (the context, ``(*batch, C)``) →
-    ``AutoregressiveCategorical``. Holds the autoregressive network and the tokenizer."""
+    """Likelihood head for token rows ``(T,)`` over the vocabulary ``vocab``: p(x|z) is
+    ``AutoregressiveCategorical(context, decoder)`` with the model's autoregressive decoder."""
 
     name = "tokens"
+    discrete = True
+    is_text = True
 
-    def __init__(self, event_shape, net: nn.Module, vocab: list[str]):
+    def __init__(self, event_shape, vocab: list[str] | None = None):
         super().__init__(tuple(event_shape))
-        self.net = net
-        self.tokenizer = Tokenizer(vocab)
+        if not vocab:
+            raise ValueError(
+                "the tokens likelihood needs a vocabulary (data_info.vocab); it is filled from "
+                "a text dataset (text:PATH, shakespeare)"
+            )
+        if len(self.event_shape) != 1:
+            raise ValueError(f"token rows have shape (T,), got event shape {self.event_shape}")
+        self.tokenizer = Tokenizer(list(vocab))
 
-    def dist(self, params: Tensor) -> Distribution:
-        return AutoregressiveCategorical(params, self.net, self.event_shape[0])
+    def autoregressive(self, context: Tensor, decoder: nn.Module) -> AutoregressiveCategorical:
+        """p(x|z): ``context`` ``(*batch, C)``, ``decoder(context, inputs) → logits``."""
+        return AutoregressiveCategorical(context, decoder, self.event_shape[0])
 
     def check(self, x: Tensor) -> None:
-        super().check(x)
+        check_finite(self.name, x)
         v = len(self.tokenizer.vocab)
         if (x != x.round()).any() or (x < 0).any() or (x >= v).any():
             raise SupportError(f"token rows need integer ids 0..{v - 1}")
@@ -257,47 +226,6 @@ class TokenLikelihood(Likelihood):
     def display(self, x: Tensor) -> Tensor:
         return x
 
-    def n_tokens(self, x: Tensor) -> Tensor:
+    def units(self, x: Tensor) -> Tensor:
         """Scored tokens per row (words or characters, plus ``<eos>``): ``(N,)``."""
         return (x != PAD).sum(-1)
-
-
-def build_sequence_vae(cfg: ModelConfig):
-    """``kind: seqvae``: encoder/decoder ``arch`` gru | transformer, width ``hidden[0]``,
-    ``embed_dim``, ``seq_layers``, ``heads``, ``word_dropout``; needs ``vocab`` (from the data)."""
-    from .model import VAE
-    from .networks import SEQUENCE_ARCHS, accepted_options
-    from .priors import make_prior
-
-    if not cfg.vocab:
-        raise ValueError("a seqvae needs a vocabulary: train it on text data (dataset text:PATH)")
-    if cfg.arch not in SEQUENCE_ARCHS:
-        raise ValueError(
-            f"a seqvae needs a sequence architecture ({' | '.join(SEQUENCE_ARCHS)}), "
-            f"got arch {cfg.arch!r}; e.g. --arch gru"
-        )
-    if cfg.prior != "normal":
-        raise ValueError("a seqvae supports only the standard normal prior (token inputs)")
-    if len(cfg.event_shape) != 1:
-        raise ValueError(f"token rows have shape (T,), got event_shape {cfg.event_shape}")
-    enc_cls, dec_cls = SEQUENCE_ARCHS[cfg.arch]
-    length, v = cfg.event_shape[0], len(cfg.vocab)
-    options = {
-        "embed_dim": cfg.embed_dim,
-        "hidden": cfg.hidden[0] if cfg.hidden else 256,
-        "layers": cfg.seq_layers,
-        "heads": cfg.heads,
-        "word_dropout": cfg.word_dropout,
-        "max_len": length,
-    }
-    encoder = enc_cls(v, 2 * cfg.latent_dim, **accepted_options(enc_cls, options))
-    net = dec_cls(v, cfg.latent_dim, **accepted_options(dec_cls, options))
-    likelihood = TokenLikelihood((length,), net, cfg.vocab)
-    return VAE(
-        encoder,
-        nn.Identity(),
-        likelihood,
-        cfg.latent_dim,
-        config=cfg,
-        prior=make_prior("normal", (length,)),
-    )

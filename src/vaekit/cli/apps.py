@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import images
-from .applications import (
+from .. import images
+from ..applications import (
     CORRUPTIONS,
     SCORES,
     AnomalyDetector,
@@ -24,13 +24,12 @@ from .applications import (
     probe,
     psnr,
 )
-from .checkpoint import load_run
-from .cli import COMMON_OPTIONS, _config_path, _int_list, _split_data, _write_output
-from .config import load_config
-from .data import DATASETS, load_dataset
-from .tabular import TRANSFORMS, TabularSchema, read_table
-from .train import train
-from .transforms import DataPrep
+from ..checkpoint import load_run
+from ..config import load_config
+from ..data import DATASETS, DataPrep, load_dataset
+from ..data.tables import TRANSFORMS, TabularSchema, read_table
+from ..train import train
+from .options import COMMON_OPTIONS, config_path, int_list, parse_sets, split_data, write_output
 
 __all__ = ["register", "as_spec"]
 
@@ -76,11 +75,7 @@ def _fit_config(args, ds):
         overrides.update(TABLE_DEFAULTS)
         overrides["model.latent_dim"] = min(8, max(2, len(ds.schema["columns"]) // 2))
         overrides["train.epochs"] = int(min(400, max(10, math.ceil(TABLE_STEPS / n_batches))))
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes section.key=value, got {item!r}")
-        overrides[key] = value
+    overrides.update(parse_sets(args.set))
     flags = {
         "epochs": "train.epochs",
         "latent_dim": "model.latent_dim",
@@ -93,7 +88,7 @@ def _fit_config(args, ds):
     overrides.update(
         {k: getattr(args, f) for f, k in flags.items() if getattr(args, f) is not None}
     )
-    cfg = load_config(_config_path(args.config), overrides)
+    cfg = load_config(config_path(args.config), overrides)
     if ds.schema is not None and args.config is None:  # long runs of short epochs: log less often
         for key in ("eval_every", "checkpoint_every"):
             if f"train.{key}" not in overrides:
@@ -147,7 +142,7 @@ def cmd_anomaly_fit(args) -> int:
     positive = _anomaly_labels(args.anomaly_label, ds.train_labels, ds.schema)
     parts = {}
     for split in ("train", "test"):
-        x, y = _split_data(model, argparse.Namespace(data_dir=args.data_dir), split)
+        x, y = split_data(model, argparse.Namespace(data_dir=args.data_dir), split)
         s = anomaly_scores(model, x, method=args.score, k=args.k, seed=args.seed or 0)
         parts[split] = (s.numpy(), None if y is None else y.numpy())
     det_labels = parts["train"][1] if positive is not None else None
@@ -230,10 +225,10 @@ def cmd_anomaly_score(args) -> int:
     model = load_run(args.run)
     detector = AnomalyDetector.load(args.run)
     cfg = model.run_config
-    if cfg.model.columns is not None:  # a table run: read DATA with the run's own schema
+    if cfg.data_info.columns is not None:  # a table run: read DATA with the run's own schema
         schema = TabularSchema.from_dict(
             {
-                "columns": cfg.model.columns,
+                "columns": cfg.data_info.columns,
                 "label": detector.label,
                 "label_levels": detector.label_levels,
             }
@@ -291,7 +286,7 @@ def cmd_denoise(args) -> int:
     if args.input in ("test", "train"):
         if args.noise is None:
             raise ValueError("with the run's own split as INPUT, give --noise KIND:LEVEL")
-        clean = _split_data(
+        clean = split_data(
             model, argparse.Namespace(data_dir=args.data_dir, limit=args.n), args.input
         )[0]
         noisy, observed = corrupt(clean, *args.noise, seed=args.seed, peak=peak)
@@ -319,12 +314,12 @@ def cmd_denoise(args) -> int:
         result["psnr_input"] = float(psnr(noisy, clean, peak=peak).clamp_max(100).mean())
         result["psnr_denoised"] = float(psnr(out, clean, peak=peak).clamp_max(100).mean())
     if args.output.endswith(".npy"):
-        _write_output(args.output, out, None, model)
+        write_output(args.output, out, None, model)
     else:
         rows = [noisy, out] + ([clean] if clean is not None else [])
         k = min(len(out), 8)
         grid = torch.cat([r[:k].float() / peak for r in rows])
-        _write_output(args.output, grid, k, model)
+        write_output(args.output, grid, k, model)
     print(json.dumps(result) if args.json else "  ".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -336,8 +331,8 @@ def cmd_probe(args) -> int:
     torch.set_num_threads(args.threads)
     model = load_run(args.run)
     ns = argparse.Namespace(data_dir=args.data_dir, limit=args.limit)
-    x_train, y_train = _split_data(model, ns, "train")
-    x_test, y_test = _split_data(model, ns, "test")
+    x_train, y_train = split_data(model, ns, "train")
+    x_test, y_test = split_data(model, ns, "test")
     result = probe(model, x_train, y_train, x_test, y_test, seed=args.seed)
     if args.json:
         print(json.dumps(result))
@@ -402,7 +397,7 @@ def register(sub) -> None:
     f.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key")
     f.add_argument("--epochs", type=int)
     f.add_argument("--latent-dim", type=int)
-    f.add_argument("--hidden", type=_int_list)
+    f.add_argument("--hidden", type=int_list)
     f.add_argument("--batch-size", type=int)
     f.add_argument("--lr", type=float)
     f.add_argument("--seed", type=int)

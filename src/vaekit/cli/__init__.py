@@ -1,0 +1,74 @@
+"""The ``vaekit`` command line.
+
+One module per command group, each with ``register(subparsers)``; ``COMMANDS`` lists them (one
+line per module). Shared option helpers live in ``options``. Configs are YAML presets
+(``--config mnist`` or ``--config FILE``) with command-line overrides (named flags, or ``--set
+section.key=value``); the resolved config is saved in the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..checkpoint import CheckpointError
+from ..config import ConfigError
+from ..data import DataFormatError, DataNotFoundError
+from ..distributions import SupportError
+from ..train import NonFiniteError
+from ..version import __version__
+from .options import COMMON_OPTIONS
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+COMMANDS: tuple[str, ...] = (
+    "vaekit.cli.train",  # train, demo
+    "vaekit.cli.evaluate",  # evaluate (+ refinement gaps, AIS)
+    "vaekit.cli.pictures",  # sample, reconstruct, interpolate
+    "vaekit.cli.latent",  # encode, traverse, attribute, latent-map, report, explore
+    "vaekit.cli.apps",  # anomaly fit|score, denoise, probe
+    "vaekit.cli.inference",  # gradvar
+)
+
+# What a user can get wrong: one line on stderr and exit status 2, never a traceback.
+USER_ERRORS = (
+    CheckpointError,
+    ConfigError,
+    DataFormatError,
+    DataNotFoundError,
+    SupportError,
+    NonFiniteError,
+    ValueError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def build_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(prog="vaekit", description="Variational autoencoders on PyTorch.")
+    p.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **kw: _add(
+        *a, parents=[COMMON_OPTIONS, *kw.pop("parents", [])], **kw
+    )
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"vaekit: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Data: the dataset registry and its readers (images, tables, text), downloads, and the
+preparation of raw values for a likelihood (binarization, dequantization).
+
+``load_dataset(spec)`` is the entry point; ``DATASETS`` lists every dataset kind.
+"""
+
+from .dataset import DataFormatError, DataNotFoundError, Dataset
+from .prep import BINARIZE, DataPrep
+from .registry import DATASETS, DatasetLoader, load_dataset, parse_spec, resolve_data_root
+
+__all__ = [
+    "BINARIZE",
+    "DATASETS",
+    "DataFormatError",
+    "DataNotFoundError",
+    "DataPrep",
+    "Dataset",
+    "DatasetLoader",
+    "load_dataset",
+    "parse_spec",
+    "resolve_data_root",
+]

@@ -1,0 +1,97 @@
+"""The dataset container and the data errors every loader raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["Dataset", "DataFormatError", "DataNotFoundError", "make_dataset"]
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Data files are missing and could not be (or were not allowed to be) downloaded."""
+
+
+class DataFormatError(ValueError):
+    """A data file or array exists but its content is not what the loader expects."""
+
+
+@dataclass(frozen=True, repr=False)
+class Dataset:
+    """A whole dataset in memory.
+
+    ``train``/``test`` are ``(N, *event_shape)``: uint8 levels 0..255 for 8-bit data (images are
+    ``(C, H, W)``), float32 otherwise (e.g. vectors ``(D,)``). Labels are int64 ``(N,)`` or None.
+    """
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor | None
+    test_labels: torch.Tensor | None
+    event_shape: tuple[int, ...]
+    schema: dict | None = None  # tables: column types and statistics (see ``tables``)
+    vocab: tuple[str, ...] | None = None  # text: token of each id (see ``text``)
+    # Config values this dataset implies when the config leaves them ``auto`` (for example
+    # ``{"model.likelihood": "tokens"}``), set by ``load_dataset`` from the registry entry.
+    implies: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_shape", tuple(int(d) for d in self.event_shape))
+        for split, x, y in (
+            ("train", self.train, self.train_labels),
+            ("test", self.test, self.test_labels),
+        ):
+            if tuple(x.shape[1:]) != self.event_shape:
+                raise ValueError(
+                    f"{self.name}: {split} has shape {tuple(x.shape)}, "
+                    f"expected (N, {', '.join(map(str, self.event_shape))})"
+                )
+            if x.dtype not in (torch.uint8, torch.float32):
+                raise ValueError(f"{self.name}: {split} is {x.dtype}, expected uint8 or float32")
+            if y is not None and (y.dtype != torch.int64 or tuple(y.shape) != (len(x),)):
+                raise ValueError(
+                    f"{self.name}: {split} labels must be int64 of shape "
+                    f"({len(x)},), got {y.dtype} {tuple(y.shape)}"
+                )
+        if self.train.dtype != self.test.dtype:
+            raise ValueError(
+                f"{self.name}: train is {self.train.dtype} but test is {self.test.dtype}"
+            )
+
+    @property
+    def n_classes(self) -> int | None:
+        """1 + the largest label of either split, or None without labels."""
+        labels = [t for t in (self.train_labels, self.test_labels) if t is not None and len(t)]
+        return int(max(int(t.max()) for t in labels)) + 1 if labels else None
+
+    @property
+    def discrete(self) -> bool:
+        """True when the data are uint8 levels 0..255."""
+        return self.train.dtype == torch.uint8
+
+    def __repr__(self) -> str:
+        labels = "labelled" if self.train_labels is not None else "unlabelled"
+        return (
+            f"Dataset({self.name!r}, train={tuple(self.train.shape)}, "
+            f"test={tuple(self.test.shape)}, {self.train.dtype}, {labels})"
+        )
+
+
+def make_dataset(name: str, x: np.ndarray, y: np.ndarray | None, test: np.ndarray) -> Dataset:
+    """Split arrays ``x`` (N, ...) and labels ``y`` by the boolean mask ``test`` into a Dataset."""
+    train = ~test
+
+    def labels(mask: np.ndarray) -> torch.Tensor | None:
+        return None if y is None else torch.from_numpy(y[mask].astype(np.int64))
+
+    return Dataset(
+        name=name,
+        train=torch.from_numpy(np.ascontiguousarray(x[train])),
+        test=torch.from_numpy(np.ascontiguousarray(x[test])),
+        train_labels=labels(train),
+        test_labels=labels(test),
+        event_shape=x.shape[1:],
+    )

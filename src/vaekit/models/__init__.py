@@ -1,0 +1,75 @@
+"""The model family and its registry.
+
+Every kind is one module (``vae`` — the one-layer VAE, which imports no other family member —
+``autoencoder``, ``hierarchical``, ``sequence``) plus one ``MODELS`` entry here. A model is built
+from its config and what the data told (``DataInfo``) alone: ``build_model(cfg, info)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import AUTO, DataInfo, ModelConfig
+from ..likelihoods import LIKELIHOODS
+from ..networks import ARCHS, SEQUENCE_ARCHS
+from ..registry import Registry
+from .autoencoder import Autoencoder, build_autoencoder
+from .hierarchical import HierarchicalVAE, build_hierarchical
+from .sequence import SequenceVAE, build_sequence_vae
+from .vae import VAE, build_vae
+
+__all__ = [
+    "MODELS",
+    "VAE",
+    "Autoencoder",
+    "HierarchicalVAE",
+    "SequenceVAE",
+    "build_model",
+    "resolve_auto",
+]
+
+MODELS: Registry = Registry("model kind")
+MODELS.register("vae", build_vae, "one Gaussian latent layer")
+MODELS.register("cvae", build_vae, "conditional on labels (y)")
+MODELS.register("hvae", build_hierarchical, "hierarchy of latent layers, top-down inference")
+MODELS.register("seqvae", build_sequence_vae, "text: sequence encoder, autoregressive decoder")
+MODELS.register("ae", build_autoencoder, "plain autoencoder (no bound)")
+
+
+def resolve_auto(cfg: ModelConfig, info: DataInfo) -> ModelConfig:
+    """``cfg`` with its ``auto`` fields decided from the data alone (a copy): likelihood tokens
+    for text, tabular for tables, Bernoulli for 8-bit data, Gaussian for real values; kind
+    ``seqvae`` for tokens, else ``vae``; arch ``gru`` for a ``seqvae``, else ``mlp``. (A dataset's
+    own declared defaults are applied before this, by the run setup.)"""
+    cfg = dataclasses.replace(cfg)
+    if cfg.likelihood == AUTO:
+        if info.vocab:
+            cfg.likelihood = "tokens"
+        elif info.columns:
+            cfg.likelihood = "tabular"
+        else:
+            cfg.likelihood = "bernoulli" if info.levels == 256 else "gaussian"
+    if cfg.kind == AUTO:
+        cfg.kind = "seqvae" if LIKELIHOODS.get(cfg.likelihood).is_text else "vae"
+    if cfg.arch == AUTO:
+        cfg.arch = "gru" if cfg.kind == "seqvae" else "mlp"
+    return cfg
+
+
+def build_model(cfg: ModelConfig, info: DataInfo) -> VAE:
+    """A fresh model of kind ``cfg.kind`` (``MODELS``) for data described by ``info``."""
+    if not info.event_shape:
+        raise ValueError("data_info has no event_shape; it is filled from the data")
+    cfg = resolve_auto(cfg, info)
+    build = MODELS.get(cfg.kind)
+    text = LIKELIHOODS.get(cfg.likelihood).is_text
+    if text != (cfg.kind == "seqvae"):
+        raise ValueError(
+            f"kind {cfg.kind} cannot use the {cfg.likelihood} likelihood: token rows need kind "
+            "seqvae with likelihood tokens, and a seqvae needs them"
+        )
+    if cfg.arch not in ARCHS and cfg.arch not in SEQUENCE_ARCHS:
+        ARCHS.get(cfg.arch)  # the error names the choices
+    model = build(cfg, info)
+    model.data_info = info  # with ``model.config``: all that rebuilds the model
+    return model
