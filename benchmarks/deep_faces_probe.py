@@ -18,10 +18,11 @@ import time
 
 import torch
 
-from vaekit.config import ModelConfig
+from vaekit.config import DataInfo, ModelConfig
 from vaekit.data import load_dataset
-from vaekit.deep_image import DeepOptions, build_deep, kl_balanced_elbo
 from vaekit.evaluation import evaluate
+from vaekit.models import build_model
+from vaekit.objectives import elbo, kl_balanced
 
 OPTIONS = dict(
     deep_channels=[16, 16, 32],  # 64×64 and 32×32 stages: 16 channels; 16×16 and below: 32
@@ -52,8 +53,8 @@ def main() -> None:
 
     ds = load_dataset("olivetti")
     x_train, x_test = ds.train.float(), ds.test.float()  # levels 0..255, (N, 1, 64, 64)
-    cfg = ModelConfig(kind="deep", likelihood="logistic_mixture", event_shape=list(ds.event_shape))
-    model = build_deep(cfg, DeepOptions(**OPTIONS))
+    cfg = ModelConfig(kind="deep", likelihood="logistic_mixture", **OPTIONS)
+    model = build_model(cfg, DataInfo(event_shape=list(ds.event_shape), levels=256))
     model.check(x_test)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -81,7 +82,7 @@ def main() -> None:
                 group["lr"] = args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
             beta = min(1.0, progress / 0.3)
             x = x_train[perm[b * args.batch_size : (b + 1) * args.batch_size]]
-            res = kl_balanced_elbo(model, x, beta=beta)
+            res = kl_balanced(elbo(model, x, beta=beta), model, beta)
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
             norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 200.0))

@@ -24,13 +24,13 @@ LAYERS = [
     {"distributions"},
     {"likelihoods", "networks", "priors"},
     {"models"},
-    {"estimators", "objectives"},
+    {"estimators", "objectives", "penalties"},
     {"evaluation", "inference", "ais", "gradvar", "latent", "images"},
     {"data"},
     {"checkpoint"},
     {"run", "report"},
     {"train"},
-    {"applications", "explore"},
+    {"applications", "explore", "disentangle"},
     {"cli"},
 ]
 API = {"vaekit", "vaekit.__main__"}  # the public surface re-exports from every layer

@@ -45,6 +45,15 @@ MODELS = {
     "seqvae-gru": dict(TEXT, arch="gru"),
     "seqvae-transformer": dict(TEXT, arch="transformer", heads=2, seq_layers=2),
     "ae": dict(IMAGE, kind="ae"),
+    "deep": dict(
+        IMAGE,
+        kind="deep",
+        deep_channels=[8],
+        deep_scales=[4, 2],
+        groups_per_scale=[1, 1],
+        latent_channels=2,
+        ema=0.9,
+    ),
 }
 NAMES = list(MODELS)
 

@@ -10,18 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from builders import build
 from vaekit.config import ModelConfig
-from vaekit.deep_image import (
-    DeepOptions,
-    DeepPosterior,
-    DeepPrior,
-    build_deep,
-    kl_balance_coefficients,
-    kl_balanced_elbo,
-)
 from vaekit.distributions import SupportError, kl_per_dim
 from vaekit.evaluation import evaluate, iwae_log_likelihood
-from vaekit.objectives import elbo, log_weights
+from vaekit.models.deep import DeepOptions, DeepPosterior, DeepPrior
+from vaekit.objectives import elbo, kl_balance_coefficients, kl_balanced, log_weights
 
 TINY = dict(
     deep_channels=[4, 6],
@@ -37,10 +31,13 @@ TINY = dict(
 def make(event_shape=(1, 16, 16), seed: int = 0, likelihood="logistic_mixture", **deep):
     """A tiny deep VAE built under ``seed`` from a ModelConfig carrying the deep fields."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(event_shape=list(event_shape), likelihood=likelihood, kind="deep")
-    for key, value in {**TINY, **deep}.items():
-        setattr(cfg, key, value)  # the fields the integrator adds to ModelConfig
-    return build_deep(cfg)
+    shape = list(event_shape)
+    return build(kind="deep", event_shape=shape, levels=256, likelihood=likelihood, **TINY | deep)
+
+
+def kl_balanced_elbo(model, x, *, beta: float):
+    """The training objective with ``kl_balance: true``: the ELBO, its loss KL-balanced."""
+    return kl_balanced(elbo(model, x, beta=beta), model, beta)
 
 
 def faces(n: int = 6, size: int = 16, channels: int = 1, seed: int = 1) -> torch.Tensor:

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from vaekit.data.shapes import FactorDataset, Shapes
 from vaekit.disentangle import (
     dci,
     dci_from_importance,
@@ -18,7 +19,6 @@ from vaekit.disentangle import (
     sap,
     sap_score_matrix,
 )
-from vaekit.shapes import FactorDataset, Shapes
 
 
 class Grid:

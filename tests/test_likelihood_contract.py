@@ -45,6 +45,11 @@ HOOKS = {
     "gaussian": ((1,), {"scale": "shared"}, lambda: (_grid(-12, 12)[:, None], "integral")),
     "categorical": ((1,), {}, lambda: (torch.arange(256.0)[:, None], "sum")),
     "logistic": ((1,), {}, lambda: (torch.arange(256.0)[:, None], "sum")),
+    "logistic_mixture": (
+        (1, 1, 1),
+        {"components": 3},
+        lambda: (torch.arange(256.0)[:, None, None, None], "sum"),
+    ),
     "poisson": ((1,), {}, lambda: (torch.arange(400.0)[:, None], "sum")),
     "negbinomial": ((1,), {}, lambda: (torch.arange(4000.0)[:, None], "sum")),
     "tabular": ((3,), {"columns": TABLE}, None),  # a product of columns: checked per column below
@@ -54,11 +59,14 @@ BAD = {  # one value outside each support (NaN is refused by all but tabular, wh
     "bernoulli": 0.5,
     "categorical": 256.0,
     "logistic": -1.0,
+    "logistic_mixture": 0.5,
     "poisson": 1.5,
     "negbinomial": -2.0,
     "tokens": 9.0,
 }
-EIGHT_BIT = {"bernoulli", "gaussian", "categorical", "logistic", "poisson", "negbinomial"}
+EIGHT_BIT = {
+    "bernoulli", "gaussian", "categorical", "logistic", "logistic_mixture", "poisson", "negbinomial"
+}  # fmt: skip
 NAMES = LIKELIHOODS.choices()
 
 

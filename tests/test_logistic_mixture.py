@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
-from vaekit.distributions import DiscretizedLogistic, SupportError, make_likelihood
-from vaekit.logistic_mixture import DiscretizedLogisticMixture, LogisticMixtureLikelihood
+from vaekit.distributions import DiscretizedLogistic, SupportError
+from vaekit.likelihoods import make_likelihood
+from vaekit.likelihoods.mixture import DiscretizedLogisticMixture, LogisticMixtureLikelihood
 
 LEVELS = torch.arange(256, dtype=torch.float64)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vaekit.shapes import HUES, FactorDataset, Shapes
+from vaekit.data.shapes import HUES, FactorDataset, Shapes
 
 GREY = Shapes()
 

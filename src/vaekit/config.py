@@ -58,6 +58,15 @@ class ModelConfig:
     seq_layers: int = 1  # seqvae: GRU / Transformer layers
     heads: int = 4  # seqvae transformer: attention heads
     word_dropout: float = 0.0  # seqvae: decoder input tokens replaced by UNK (training only)
+    # deep (hierarchical image VAE, models/deep.py): cells' channels per stage from full
+    # resolution down; latent scales as downsampling factors, coarsest first; groups per scale
+    deep_channels: list[int] = field(default_factory=lambda: [32])
+    deep_scales: list[int] = field(default_factory=lambda: [16, 8, 4])
+    groups_per_scale: list[int] = field(default_factory=lambda: [1, 1, 1])
+    latent_channels: int = 8  # deep: channels of each latent group's map
+    cells: int = 1  # deep: residual cells per block
+    ema: float = 0.999  # deep: decay of the weights' moving average used to evaluate (0: none)
+    mixture_components: int = 10  # logistic_mixture likelihood: logistics per pixel
 
 
 @dataclass
@@ -94,6 +103,7 @@ class ObjectiveConfig:
     warmup_ratio: float = 0.5  # cyclical: fraction of each cycle spent ramping up
     free_bits: float = 0.0  # KL floor per latent dimension (nats, batch-averaged); 0 = off
     free_bits_per: str = "dim"  # dim | group: the floor per latent layer (hierarchical models)
+    kl_balance: bool = False  # NVAE's KL balancing of latent groups during warm-up (β < 1)
 
 
 @dataclass

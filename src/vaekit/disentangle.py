@@ -26,7 +26,7 @@ from sklearn.metrics import mutual_info_score
 from sklearn.tree import DecisionTreeClassifier
 
 if TYPE_CHECKING:
-    from .shapes import FactorDataset
+    from .data.shapes import FactorDataset
 
 __all__ = [
     "Encoder",

@@ -12,6 +12,7 @@ estimator of the encoder's parameters (``estimators``: reparam, score, stl, dreg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ __all__ = [
     "iwae",
     "log_weights",
     "kl_weight",
+    "kl_balanced",
+    "kl_balance_coefficients",
     "Objective",
     "OBJECTIVES",
     "ESTIMATORS",
@@ -181,6 +184,35 @@ def iwae(
     return ObjectiveResult(-bound.mean(), bound, log_px_z.mean(0), kl_d.sum(-1), kl_d)
 
 
+def kl_balance_coefficients(kl_groups: Tensor, alpha: Tensor) -> Tensor:
+    """NVAE's KL-balancing coefficients, detached: ``kl_groups`` ``(B, G)`` per-example KL of
+    each group (nats), ``alpha`` ``(G,)`` → γ ``(G,)`` with mean 1,
+
+        γ_g = G · (k_g / α_g) / Σ_h (k_h / α_h),   k_g = mean_B |KL_g| + 0.01,
+
+    so a group holding more KL than its share α gets a larger weight (its KL is pushed down) and
+    a nearly collapsed group a smaller one."""
+    k = kl_groups.detach().abs().mean(0) + 0.01
+    r = k / alpha.to(k)
+    return r / r.mean()
+
+
+def kl_balanced(res: ObjectiveResult, model, beta: float) -> ObjectiveResult:
+    """NVAE's KL balancing of latent groups during warm-up: while β < 1 the loss weights each
+    group's KL by γ (``kl_balance_coefficients`` with ``model.kl_balance_alpha``),
+
+        loss = −mean_B [E_q log p(x|z) − β Σ_g γ_g KL_g],
+
+    and from β = 1 on it is the plain loss. ``bound``, ``log_px_z``, ``kl`` stay the true values."""
+    if beta >= 1.0:
+        return res
+    groups = model.latent_groups or [model.latent_dim]
+    kl_groups = torch.stack([g.sum(-1) for g in res.kl_per_dim.split(groups, -1)], -1)  # (B, G)
+    gamma = kl_balance_coefficients(kl_groups, model.kl_balance_alpha)  # (G,)
+    loss = -(res.log_px_z - beta * (kl_groups * gamma).sum(-1)).mean()
+    return dataclasses.replace(res, loss=loss)
+
+
 def kl_weight(step: int | None, cfg) -> float:
     """β at optimizer step ``step`` under KL warm-up (``None``: after warm-up).
 
@@ -228,11 +260,12 @@ class Objective(nn.Module):
         c = self.cfg
         if c.name == "iwae":
             return iwae(model, x, y, k=c.n_samples, estimator=c.estimator, check=False)
-        return elbo(
+        beta = self.kl_weight(step)
+        res = elbo(
             model,
             x,
             y,
-            beta=self.kl_weight(step),
+            beta=beta,
             n_samples=c.n_samples,
             free_bits=c.free_bits,
             estimator=c.estimator,
@@ -240,6 +273,7 @@ class Objective(nn.Module):
             free_bits_groups=_groups(model) if c.free_bits_per == "group" else None,
             check=False,  # the run setup checked the data; batches are prepared in the support
         )
+        return kl_balanced(res, model, beta) if c.kl_balance else res
 
 
 def _groups(model) -> list[int]:
@@ -269,6 +303,8 @@ def _validate(cfg) -> None:
         raise ValueError(f"objective.free_bits_per must be dim or group, not {cfg.free_bits_per!r}")
     if cfg.beta < 0 or cfg.free_bits < 0:
         raise ValueError("objective.beta and objective.free_bits must be non-negative")
+    if cfg.kl_balance and (cfg.free_bits > 0 or cfg.estimator != "reparam"):
+        raise ValueError("objective.kl_balance works with the reparam estimator and no free bits")
     if cfg.name == "iwae" and (cfg.beta != 1.0 or cfg.warmup != "none" or cfg.free_bits > 0):
         raise ValueError(
             "the IWAE objective has no KL term to weight: β, warm-up and free bits apply to "

@@ -137,6 +137,7 @@ def train(
             else:
                 nonfinite_run = 0
                 optimizer.step()
+                model.after_step()
                 m = res.metrics(loss_value)
                 for key in sums:
                     sums[key] += m[key]

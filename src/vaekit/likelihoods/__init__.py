@@ -16,6 +16,7 @@ from .images import (
     GaussianLikelihood,
     LogisticLikelihood,
 )
+from .mixture import LogisticMixtureLikelihood
 from .tabular import TabularLikelihood
 from .tokens import TokenLikelihood
 
@@ -26,6 +27,9 @@ LIKELIHOODS.register("bernoulli", BernoulliLikelihood, "binary data (0/1)")
 LIKELIHOODS.register("gaussian", GaussianLikelihood, "real values; learned scale")
 LIKELIHOODS.register("categorical", CategoricalLikelihood, "256 levels, a softmax each")
 LIKELIHOODS.register("logistic", LogisticLikelihood, "256 levels, discretized logistic")
+LIKELIHOODS.register(
+    "logistic_mixture", LogisticMixtureLikelihood, "256 levels, mixture of logistics (RGB coupled)"
+)
 LIKELIHOODS.register("poisson", PoissonLikelihood, "counts")
 LIKELIHOODS.register("negbinomial", NegativeBinomialLikelihood, "counts, learned dispersion")
 LIKELIHOODS.register("tabular", TabularLikelihood, "table rows of mixed column types")

@@ -14,6 +14,7 @@ from ..likelihoods import LIKELIHOODS
 from ..networks import ARCHS, SEQUENCE_ARCHS
 from ..registry import Registry
 from .autoencoder import Autoencoder, build_autoencoder
+from .deep import DeepVAE, build_deep
 from .hierarchical import HierarchicalVAE, build_hierarchical
 from .sequence import SequenceVAE, build_sequence_vae
 from .vae import VAE, build_vae
@@ -22,6 +23,7 @@ __all__ = [
     "MODELS",
     "VAE",
     "Autoencoder",
+    "DeepVAE",
     "HierarchicalVAE",
     "SequenceVAE",
     "build_model",
@@ -34,6 +36,7 @@ MODELS.register("cvae", build_vae, "conditional on labels (y)")
 MODELS.register("hvae", build_hierarchical, "hierarchy of latent layers, top-down inference")
 MODELS.register("seqvae", build_sequence_vae, "text: sequence encoder, autoregressive decoder")
 MODELS.register("ae", build_autoencoder, "plain autoencoder (no bound)")
+MODELS.register("deep", build_deep, "deep hierarchy of spatial latent maps (NVAE/VDVAE)")
 
 
 def resolve_auto(cfg: ModelConfig, info: DataInfo) -> ModelConfig:
@@ -43,7 +46,9 @@ def resolve_auto(cfg: ModelConfig, info: DataInfo) -> ModelConfig:
     own declared defaults are applied before this, by the run setup.)"""
     cfg = dataclasses.replace(cfg)
     if cfg.likelihood == AUTO:
-        if info.vocab:
+        if cfg.kind == "deep" and info.levels == 256:
+            cfg.likelihood = "logistic_mixture"
+        elif info.vocab:
             cfg.likelihood = "tokens"
         elif info.columns:
             cfg.likelihood = "tabular"
@@ -52,7 +57,7 @@ def resolve_auto(cfg: ModelConfig, info: DataInfo) -> ModelConfig:
     if cfg.kind == AUTO:
         cfg.kind = "seqvae" if LIKELIHOODS.get(cfg.likelihood).is_text else "vae"
     if cfg.arch == AUTO:
-        cfg.arch = "gru" if cfg.kind == "seqvae" else "mlp"
+        cfg.arch = {"seqvae": "gru", "deep": "resnet"}.get(cfg.kind, "mlp")
     return cfg
 
 

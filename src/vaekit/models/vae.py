@@ -161,6 +161,18 @@ class VAE(nn.Module):
         px_z = self.decode(z, y)
         return px_z.mean if mean else px_z.sample()
 
+    @property
+    def kl_balance_alpha(self) -> Tensor:
+        """Each latent group's share α_g of the KL under KL balancing (``objectives.kl_balanced``):
+        proportional to its size, normalized to min 1 (one group: [1])."""
+        a = torch.tensor(self.latent_groups or [self.latent_dim], dtype=torch.float32)
+        return a / a.min()
+
+    # ---- training hooks --------------------------------------------------------------------
+    def after_step(self) -> None:
+        """Called by the training loop after each optimizer step (e.g. a moving average of the
+        weights); nothing for a plain VAE."""
+
     # ---- validation ------------------------------------------------------------------------
     def check(self, x: Tensor) -> None:
         """Raise a clear ``ValueError`` for a wrong shape, non-finite or out-of-support ``x``."""
@@ -188,6 +200,7 @@ def likelihood_of(cfg: ModelConfig, info: DataInfo) -> Likelihood:
         cfg.likelihood,
         tuple(info.event_shape),
         scale=cfg.gaussian_scale,
+        components=cfg.mixture_components,
         levels=info.levels,
         columns=info.columns,
         vocab=info.vocab,

@@ -26,9 +26,10 @@ runs the top-down pass ``(S, B, D)`` and caches it, so the prior's ``log_prob``,
 ``log_prob`` and ``kl_per_dim`` and ``decode`` of that same tensor cost nothing more;
 ``decode(z)`` reruns the top-down pass (as the prior, given z) only for a tensor it has not seen.
 
-Training aids: ``kl_balanced_elbo`` (NVAE's KL balancing γ coefficients while β < 1) and an
-exponential moving average of the weights kept as buffers (``update_ema()`` after each optimizer
-step; in ``eval()`` mode the model computes with the averaged weights).
+Training aids: KL balancing (``objective.kl_balance``: NVAE's γ coefficients while β < 1, with
+this model's ``kl_balance_alpha``) and an exponential moving average of the weights kept as
+buffers (``update_ema()``, which the training loop calls through ``after_step`` after each
+optimizer step; in ``eval()`` mode the model computes with the averaged weights).
 """
 
 from __future__ import annotations
@@ -45,11 +46,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from .distributions import Likelihood, make_likelihood
-from .logistic_mixture import LogisticMixtureLikelihood
-from .model import VAE
-from .networks import SqueezeExcite
-from .objectives import ObjectiveResult, elbo
+from ..config import DataInfo, ModelConfig
+from ..likelihoods import Likelihood
+from ..networks import SqueezeExcite
+from .vae import VAE, likelihood_of
 
 __all__ = [
     "DeepOptions",
@@ -57,8 +57,6 @@ __all__ = [
     "DeepPosterior",
     "DeepPrior",
     "build_deep",
-    "kl_balance_coefficients",
-    "kl_balanced_elbo",
 ]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -70,7 +68,9 @@ class DeepOptions:
     with these defaults when absent). Also read from the config: ``event_shape``, ``likelihood``
     (default head: ``logistic_mixture``), ``logscale_clamp``, ``gaussian_scale``."""
 
-    deep_channels: int | list[int] = 32  # feature channels of the cells: one count for every
+    deep_channels: int | list[int] = field(
+        default_factory=lambda: [32]
+    )  # channels of the cells: one count for every
     # stage, or a list per stage from full resolution (stage 0, ×1) to the coarsest (last entry
     # repeated when the list is short), e.g. [16, 16, 32] for fewer channels at high resolution
     deep_scales: list[int] = field(default_factory=lambda: [16, 8, 4])  # downsampling of the
@@ -465,7 +465,7 @@ class DeepVAE(VAE):
         return nets.likelihood(params.view(*lead, -1, *self.event_shape))
 
     # ---- the VAE interface -------------------------------------------------------------------
-    def encode(self, x: Tensor, *, check: bool = True) -> DeepPosterior:
+    def encode(self, x: Tensor, y: Tensor | None = None, *, check: bool = True) -> DeepPosterior:
         """q(z|x) over the flattened z: batch ``(B,)``, event ``(D,)``."""
         if check:
             self.check(x)
@@ -473,13 +473,13 @@ class DeepVAE(VAE):
         feats = nets.encoder(nets.likelihood.encoder_input(x))
         return DeepPosterior(self, feats, nets)
 
-    def top_posterior(self, inputs: Tensor):
+    def top_posterior(self, inputs: Tensor, y: Tensor | None = None):
         raise NotImplementedError("a deep image VAE has its own hierarchical prior (no VampPrior)")
 
     def prior(self) -> DeepPrior:
         return DeepPrior(self)
 
-    def decode(self, z: Tensor) -> Distribution:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
         """p(x|z) for z ``(*S, B, D)``: batch ``(*S, B)``, event ``(C, H, W)``. Free for the
         tensor the last ``rsample`` returned; otherwise a top-down pass given z."""
         nets = self._nets()
@@ -489,10 +489,15 @@ class DeepVAE(VAE):
             last = self.top_down(None, z.shape[:-1], z, nets=nets)
         return self._likelihood(last.h, last.lead, nets)
 
+    def after_step(self) -> None:
+        """Move the weights' moving average (``update_ema``) after an optimizer step."""
+        self.update_ema()
+
     @torch.no_grad()
     def sample(
         self,
         n: int,
+        y: Tensor | None = None,
         *,
         temperature: float = 1.0,
         mean: bool = False,
@@ -607,57 +612,16 @@ class DeepPrior(Distribution):
 # --------------------------------------------------------------------------------------------
 
 
-def kl_balance_coefficients(kl_groups: Tensor, alpha: Tensor) -> Tensor:
-    """NVAE's KL-balancing coefficients, detached: ``kl_groups`` ``(B, G)`` per-example KL of
-    each group (nats), ``alpha`` ``(G,)`` → γ ``(G,)`` with mean 1,
-
-        γ_g = G · (k_g / α_g) / Σ_h (k_h / α_h),   k_g = mean_B |KL_g| + 0.01,
-
-    so a group holding more KL than its share α gets a larger weight (its KL is pushed down) and
-    a nearly collapsed group a smaller one."""
-    k = kl_groups.detach().abs().mean(0) + 0.01
-    r = k / alpha.to(k)
-    return r / r.mean()
-
-
-def kl_balanced_elbo(
-    model: DeepVAE, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, balance: bool = True
-) -> ObjectiveResult:
-    """``objectives.elbo`` whose loss, while β < 1 (KL warm-up) and ``balance`` is on, weights
-    the groups' KLs by NVAE's γ (``kl_balance_coefficients`` with ``model.kl_balance_alpha``):
-
-        loss = −mean_B [E_q log p(x|z) − β Σ_g γ_g KL_g],
-
-    and is the plain β-ELBO loss from β = 1 on. ``bound``, ``log_px_z``, ``kl`` stay the true
-    values (β = 1, no γ)."""
-    res = elbo(model, x, beta=beta, n_samples=n_samples)
-    if not balance or beta >= 1.0:
-        return res
-    kl_groups = torch.stack([g.sum(-1) for g in res.kl_per_dim.split(model.latent_groups, -1)], -1)
-    gamma = kl_balance_coefficients(kl_groups, model.kl_balance_alpha)  # (G,)
-    loss = -(res.log_px_z - beta * (kl_groups * gamma).sum(-1)).mean()
-    return dataclasses.replace(res, loss=loss)
-
-
-def build_deep(cfg, options: DeepOptions | None = None) -> DeepVAE:
-    """``kind: deep`` from a ModelConfig-like ``cfg`` (``event_shape`` ``(C, H, W)`` set;
-    ``likelihood``, ``logscale_clamp``, ``gaussian_scale`` and the ``DeepOptions`` fields read
-    when present). ``options`` overrides the config's deep fields."""
-    if getattr(cfg, "event_shape", None) is None:
-        raise ValueError("model config has no event_shape; it is filled from the data")
-    opts = options or DeepOptions.from_config(cfg)
-    event_shape = tuple(cfg.event_shape)
-    name = getattr(cfg, "likelihood", LogisticMixtureLikelihood.name)
-    if name == LogisticMixtureLikelihood.name:
-        likelihood = LogisticMixtureLikelihood(event_shape, components=opts.mixture_components)
-    else:
-        likelihood = make_likelihood(
-            name, event_shape, scale=getattr(cfg, "gaussian_scale", "per_dim")
-        )
+def build_deep(cfg: ModelConfig, info: DataInfo) -> DeepVAE:
+    """``kind: deep``: images ``(C, H, W)`` (``info.event_shape``), the likelihood of the config
+    (``logistic_mixture`` by default for 8-bit images), the ``DeepOptions`` fields of the config,
+    ``logscale_clamp``."""
+    if len(info.event_shape or ()) != 3:
+        raise ValueError(f"kind deep models images (C, H, W), got shape {info.event_shape}")
     return DeepVAE(
-        event_shape,
-        likelihood,
-        opts,
-        logscale_clamp=getattr(cfg, "logscale_clamp", 7.0),
+        tuple(info.event_shape),
+        likelihood_of(cfg, info),
+        DeepOptions.from_config(cfg),
+        logscale_clamp=cfg.logscale_clamp,
         config=cfg,
     )

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
-from .distributions import LIKELIHOODS, Likelihood, SupportError
+from ..distributions import SupportError
+from .base import Likelihood
 
 __all__ = ["DiscretizedLogisticMixture", "LogisticMixtureLikelihood", "LOG_SCALE_RANGE"]
 
@@ -256,6 +257,7 @@ class LogisticMixtureLikelihood(Likelihood):
     """
 
     name = "logistic_mixture"
+    discrete = True
     nats_offset_per_dim = 0.0
 
     def __init__(
@@ -307,6 +309,3 @@ class LogisticMixtureLikelihood(Likelihood):
     def display(self, x: Tensor) -> Tensor:
         """Levels → [0, 1] for pictures (whatever ``encoder_input`` feeds the network)."""
         return (x / 255.0).clamp(0.0, 1.0)
-
-
-LIKELIHOODS[LogisticMixtureLikelihood.name] = LogisticMixtureLikelihood  # make_likelihood(name)
