@@ -47,7 +47,12 @@ from safetensors.torch import save as save_safetensors
 from sklearn.base import BaseEstimator, DensityMixin, OutlierMixin, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_feature_names_in,
+    check_array,
+    check_is_fitted,
+    validate_data,
+)
 
 import vaekit
 from vaekit.config import Config
@@ -331,9 +336,9 @@ class VAETransformer(TransformerMixin, _TabularVAE):
         """Decoded means E[x|z] of codes ``X`` ``(N, latent_dim)``, in the format of the data
         ``fit`` saw (float array, object array or DataFrame)."""
         check_is_fitted(self)
-        z = np.asarray(X, dtype=np.float64)
+        z = check_array(X, dtype=np.float64)
         d = self.model_.latent_dim
-        if z.ndim != 2 or z.shape[1] != d:
+        if z.shape[1] != d:
             raise ValueError(f"expected codes of shape (n_samples, {d}), got {z.shape}")
         cols = self._model64.decode(torch.from_numpy(z)).base_dist
         num = self._model64.likelihood.from_normal(cols.loc)
