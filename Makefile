@@ -8,7 +8,7 @@ export VAEKIT_DATA ?= $(DATA)
 # 1 intra-op thread by default: on a busy 2-core box, 2 threads are often slower.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo test lint bench clean chromium
+.PHONY: venv demo test lint bench clean chromium wheel
 
 venv: $(STAMP)
 
@@ -39,5 +39,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/eval_speed.py
 	$(BIN)/python benchmarks/quality.py
 
+# sdist + wheel in dist/: python -m build (pinned in requirements-dev.txt) without isolation, on
+# the venv's setuptools
+wheel: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	@ls -l dist
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache dist build

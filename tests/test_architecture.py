@@ -30,7 +30,7 @@ LAYERS = [
     {"checkpoint"},
     {"run", "report"},
     {"train"},
-    {"applications", "explore", "disentangle"},
+    {"applications", "explore", "disentangle", "sklearn", "export"},
     {"cli"},
 ]
 API = {"vaekit", "vaekit.__main__"}  # the public surface re-exports from every layer

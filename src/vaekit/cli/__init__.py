@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "vaekit.cli.latent",  # encode, traverse, attribute, latent-map, report, explore
     "vaekit.cli.apps",  # anomaly fit|score, denoise, probe
     "vaekit.cli.inference",  # gradvar
+    "vaekit.cli.export",  # export (ONNX)
 )
 
 # What a user can get wrong: one line on stderr and exit status 2, never a traceback.
