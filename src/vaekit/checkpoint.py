@@ -68,22 +68,24 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     _atomic_write(path, lambda p: save_file(clean, str(p)))
 
 
-def _split_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer ``state_dict`` → (tensors keyed ``opt.<param>.<name>``, JSON-able rest)."""
+def _split_optimizer_state(
+    state: dict, prefix: str = "opt"
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer ``state_dict`` → (tensors keyed ``<prefix>.<param>.<name>``, JSON-able rest)."""
     tensors, scalars = {}, {}
     for pid, entry in state["state"].items():
         for name, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"opt.{pid}.{name}"] = value
+                tensors[f"{prefix}.{pid}.{name}"] = value
             else:
                 scalars[f"{pid}.{name}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict, prefix="opt") -> dict:
     state: dict[int, dict] = {}
     for key, value in tensors.items():
-        if key.startswith("opt."):
+        if key.startswith(f"{prefix}."):
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = value
     for key, value in meta.get("scalars", {}).items():
@@ -99,14 +101,25 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer: dict,
     tensors: dict[str, torch.Tensor],
+    extra_optimizers: dict[str, torch.optim.Optimizer] | None = None,
 ) -> None:
-    """Write config, weights, optimizer + trainer state and RNG tensors, then the manifest."""
+    """Write config, weights, optimizer + trainer state and RNG tensors, then the manifest.
+
+    ``extra_optimizers`` (name → optimizer, e.g. FactorVAE's discriminator Adam) are saved beside
+    the main one: tensors ``opt_<name>.<param>.<state>``, the rest under ``optimizers.<name>``."""
     run = Path(run)
     opt_tensors, opt_meta = _split_optimizer_state(optimizer.state_dict())
+    extra_meta = {}
+    for name, opt in (extra_optimizers or {}).items():
+        t, extra_meta[name] = _split_optimizer_state(opt.state_dict(), f"opt_{name}")
+        opt_tensors.update(t)
+    trainer = {**trainer, "optimizer": opt_meta}
+    if extra_meta:
+        trainer["optimizers"] = extra_meta
     _write_json(run / "config.json", cfg.to_dict())
     _write_tensors(run / "model.safetensors", model.state_dict())
     _write_tensors(run / "state/tensors.safetensors", {**opt_tensors, **tensors})
-    _write_json(run / "state/trainer.json", {**trainer, "optimizer": opt_meta})
+    _write_json(run / "state/trainer.json", trainer)
     _write_json(run / MANIFEST, {"files": {f: _sha256(run / f) for f in CHECKPOINT_FILES}})
 
 
@@ -167,12 +180,23 @@ def load_run(run: str | Path) -> VAE:
     return model.eval()
 
 
-def load_state(run: Path, model: VAE, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Restore weights and optimizer; return (trainer JSON, the other tensors) of a checkpoint."""
+def load_state(
+    run: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    extra_optimizers: dict[str, torch.optim.Optimizer] | None = None,
+) -> tuple[dict, dict]:
+    """Restore weights and optimizers (the main one and ``extra_optimizers`` saved by name);
+    return (trainer JSON, the other tensors) of a checkpoint."""
     run = Path(run)
     verify_manifest(run, CHECKPOINT_FILES)
     _load_weights(run, model)
     trainer = json.loads((run / "state/trainer.json").read_text())
     tensors = _load_tensors(run / "state/tensors.safetensors")
     optimizer.load_state_dict(_join_optimizer_state(tensors, trainer.pop("optimizer")))
-    return trainer, {k: v for k, v in tensors.items() if not k.startswith("opt.")}
+    saved = trainer.pop("optimizers", {})
+    for name, opt in (extra_optimizers or {}).items():
+        if name not in saved:
+            raise CheckpointError(f"{run}: the checkpoint has no state of optimizer {name!r}")
+        opt.load_state_dict(_join_optimizer_state(tensors, saved[name], f"opt_{name}"))
+    return trainer, {k: v for k, v in tensors.items() if not k.startswith(("opt.", "opt_"))}

@@ -93,14 +93,16 @@ def train(
         if perm_now is not None:
             tensors["data.perm"] = perm_now
         tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
-        save_checkpoint(out, cfg, model, optimizer, dict(state, nonfinite=nonfinite_total), tensors)
+        extra = {"aux": run.aux_optimizer} if run.aux_optimizer is not None else None
+        trainer = dict(state, nonfinite=nonfinite_total)
+        save_checkpoint(out, cfg, model, optimizer, trainer, tensors, extra)
 
     # ---- the loop ------------------------------------------------------------------------------
     while epoch < tc.epochs:
         model.train()
         if perm is None:
             perm = torch.randperm(len(ds.train), generator=gen)
-        sums = {"loss": 0.0, "bound": 0.0, "recon": 0.0, "kl": 0.0}
+        sums = {"loss": 0.0, "bound": 0.0, "recon": 0.0, "kl": 0.0}  # + a penalty's terms
         counted = 0
         bar = tqdm(
             range(batch_in_epoch, run.n_batches),
@@ -139,8 +141,10 @@ def train(
                 optimizer.step()
                 model.after_step()
                 m = res.metrics(loss_value)
-                for key in sums:
-                    sums[key] += m[key]
+                # the objective's own step (FactorVAE's discriminator) on the next batch
+                m.update(objective.after_step(model, _batch(run, perm, b + 1), run.aux_optimizer))
+                for key, value in m.items():
+                    sums[key] = sums.get(key, 0.0) + value
                 counted += 1
             step += 1
             step_seconds += time.perf_counter() - t_step
@@ -187,6 +191,20 @@ def train(
             log(f"report not written ({type(e).__name__}: {e}); try `vaekit report {out}`")
     writer.close()
     return out
+
+
+def _batch(run: Run, perm, b: int):
+    """``() -> (x, y)``: batch ``b`` (mod the epoch's batches) of the permutation, prepared with
+    the data generator; a function, so that only objectives that need it draw it."""
+
+    def get():
+        bs = run.cfg.train.batch_size
+        start = (b % run.n_batches) * bs
+        idx = perm[start : start + bs]
+        y = None if run.ds.train_labels is None else run.ds.train_labels[idx]
+        return run.prep(run.ds.train[idx], run.gen), y
+
+    return get
 
 
 def _test_metrics(run: Run) -> dict:

@@ -17,7 +17,7 @@ from ..data import BINARIZE, DATASETS, DataPrep, load_dataset
 from ..likelihoods import LIKELIHOODS
 from ..models import MODELS
 from ..networks import ARCHS, SEQUENCE_ARCHS
-from ..objectives import ESTIMATORS, OBJECTIVES, WARMUPS
+from ..objectives import ESTIMATORS, OBJECTIVES, PENALTIES, WARMUPS
 from ..priors import PRIORS
 
 __all__ = [
@@ -150,7 +150,10 @@ TRAIN_OPTIONS: list[tuple[str, str, dict]] = [
                                               "help": "seqvae: decoder inputs → <unk> rate"}),
     ("--objective", "objective.name", {"choices": OBJECTIVES.choices(),
                                        "help": OBJECTIVES.help()}),
-    ("--beta", "objective.beta", {"type": non_negative_float, "help": "KL weight in the loss"}),
+    ("--beta", "objective.beta", {"type": non_negative_float,
+                                  "help": "KL weight in the loss (penalty tc: the TC weight)"}),
+    ("--penalty", "objective.penalty", {"choices": PENALTIES.choices(),
+                                        "help": PENALTIES.help()}),
     ("--n-samples", "objective.n_samples", {"type": positive_int,
                                             "help": "z samples per example (K for iwae)"}),
     ("--estimator", "objective.estimator", {"choices": ESTIMATORS}),
