@@ -176,6 +176,7 @@ SPECS = {  # one spec per dataset kind; every kind must be here
     "text": _text,
     "csv": _table,
     "odds": lambda t: "odds:thyroid",
+    "shapes": lambda t: "shapes?n=300&test=40",
 }  # fmt: skip
 SKIPPED = {  # kinds whose data are too big to train in a unit test, or a spelling of another
     "mnist": "60,000 images (its defaults are the digits'; the quality benchmark trains it)",

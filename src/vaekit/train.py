@@ -186,7 +186,12 @@ def train(
     if tc.images:
         images.write_run_pictures(model, run.x_test, out, labels=ds.test_labels)
         try:  # the report is a convenience: its failure must never lose the trained run
-            log(f"report: {write_report(out, model, run.x_test, ds.test_labels)}")
+            factors = None if ds.factors is None else ds.factors[1]
+            path = write_report(
+                out, model, run.x_test, ds.test_labels, factors=factors,
+                factor_names=ds.factor_names,
+            )  # fmt: skip
+            log(f"report: {path}")
         except Exception as e:
             log(f"report not written ({type(e).__name__}: {e}); try `vaekit report {out}`")
     writer.close()
