@@ -2,7 +2,8 @@
 
 Models: one-layer VAEs with MLP / conv / ResNet(+SE) networks, the VampPrior, the conditional VAE,
 the hierarchical VAE (also with a VampPrior on its top layer), sequence VAEs (GRU, Transformer)
-and the plain autoencoder (which has no bound: the bound checks assert that it says so).
+the plain autoencoder (which has no bound: the bound checks assert that it says so), and
+flow posteriors (IAF, planar) on the one-layer and the conditional VAE.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ MODELS = {
     "seqvae-gru": dict(TEXT, arch="gru"),
     "seqvae-transformer": dict(TEXT, arch="transformer", heads=2, seq_layers=2),
     "ae": dict(IMAGE, kind="ae"),
+    "vae-iaf": dict(IMAGE, posterior="iaf", flow_steps=2),
+    "vae-planar": dict(IMAGE, posterior="planar", flow_steps=3),
+    "cvae-iaf": dict(IMAGE, kind="cvae", n_classes=4, posterior="iaf", flow_steps=2),
     "deep": dict(
         IMAGE,
         kind="deep",
@@ -67,7 +71,7 @@ def make(name: str, seed: int = 0):
         x = TOKENIZER.rows(SENTENCES, 12)
     else:
         x = (torch.rand(6, 1, 8, 8, generator=g) > 0.5).float()
-    y = torch.arange(len(x)) % 4 if name == "cvae" else None
+    y = torch.arange(len(x)) % 4 if name.startswith("cvae") else None
     return model, x, y
 
 

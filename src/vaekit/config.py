@@ -67,6 +67,10 @@ class ModelConfig:
     cells: int = 1  # deep: residual cells per block
     ema: float = 0.999  # deep: decay of the weights' moving average used to evaluate (0: none)
     mixture_components: int = 10  # logistic_mixture likelihood: logistics per pixel
+    # vae / cvae posterior (models/flows.py): gaussian | iaf | planar (a flow of the Gaussian)
+    posterior: str = "gaussian"
+    flow_steps: int = 4  # iaf / planar: number of flow steps
+    flow_hidden: int = 0  # iaf: MADE hidden units (0: max(4·latent_dim, 64))
 
 
 @dataclass
