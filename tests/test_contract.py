@@ -3,7 +3,8 @@
 Models: one-layer VAEs with MLP / conv / ResNet(+SE) networks, the VampPrior, the conditional VAE,
 the hierarchical VAE (also with a VampPrior on its top layer), sequence VAEs (GRU, Transformer)
 the plain autoencoder (which has no bound: the bound checks assert that it says so), and
-flow posteriors (IAF, planar) on the one-layer and the conditional VAE.
+flow posteriors (IAF, planar) on the one-layer and the conditional VAE, and the VQ-VAE (no bound,
+like the autoencoder).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ MODELS = {
     "vae-iaf": dict(IMAGE, posterior="iaf", flow_steps=2),
     "vae-planar": dict(IMAGE, posterior="planar", flow_steps=3),
     "cvae-iaf": dict(IMAGE, kind="cvae", n_classes=4, posterior="iaf", flow_steps=2),
+    "vqvae": dict(
+        IMAGE, kind="vqvae", channels=[8, 16], code_dim=4, codebook_size=8, prior_hidden=16
+    ),
     "deep": dict(
         IMAGE,
         kind="deep",
@@ -104,7 +108,7 @@ def test_bound_is_finite_and_below_the_iwae_bound(name):
         assert torch.isfinite(res.bound).all() and res.bound.shape == (len(x),)
         torch.testing.assert_close(res.bound, res.log_px_z - res.kl)
         torch.testing.assert_close(res.kl, res.kl_per_dim.sum(-1))
-        if not getattr(model, "has_bound", True):  # the autoencoder: no density, and it says so
+        if not getattr(model, "has_bound", True):  # ae, vqvae: no density, and they say so
             assert (res.kl == 0).all()
             with pytest.raises(NotImplementedError, match="point mass"):
                 vaekit.log_likelihood(model, x, k=2)

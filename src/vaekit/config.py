@@ -71,6 +71,12 @@ class ModelConfig:
     posterior: str = "gaussian"
     flow_steps: int = 4  # iaf / planar: number of flow steps
     flow_hidden: int = 0  # iaf: MADE hidden units (0: max(4·latent_dim, 64))
+    # vqvae (models/vqvae.py): one stride-2 conv per ``channels`` entry, then the quantizer
+    code_dim: int = 16  # vqvae: dimension E of each codebook vector
+    codebook_size: int = 128  # vqvae: number K of codes
+    commitment: float = 0.25  # vqvae: weight β of the commitment loss
+    codebook_decay: float = 0.99  # vqvae: EMA decay γ of the codebook
+    prior_hidden: int = 128  # vqvae: GRU width of the autoregressive code prior
 
 
 @dataclass

@@ -91,7 +91,10 @@ def evaluate(
     ``precision`` (fp32 | bf16) applies to the IWAE estimate (see ``iwae_log_likelihood``).
     ``labels`` condition a conditional model (its NLL is then the conditional −log p(x|y)).
     A hierarchical model adds ``kl_per_layer`` (bottom → top); a text model ``nll_per_token`` and
-    ``elbo_per_token`` (nats per token, ``<eos>`` included); an autoencoder (no bound) skips IWAE.
+    ``elbo_per_token`` (nats per token, ``<eos>`` included). A model without a bound
+    (``has_bound = False``: the autoencoder, the VQ-VAE) reports ``recon`` only — no ``elbo``,
+    ``kl``, ``elbo_bpd`` or IWAE — plus what its kind adds (``model.evaluation_extras``: the
+    VQ-VAE's PSNR and code bits).
     """
     if not model.has_bound:
         k = 0
@@ -135,6 +138,14 @@ def evaluate(
     groups = model.latent_groups
     if groups:
         out["kl_per_layer"] = [round(float(g.sum()), 5) for g in kl_mean.split(groups)]
+    if not model.has_bound:  # nothing here is a bound on log p(x): say only what it is
+        for key in ("elbo", "kl", "elbo_bpd", "active_units", "kl_per_dim"):
+            out.pop(key, None)
+    extras = getattr(model, "evaluation_extras", None)
+    if extras is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out.update(extras(x, batch_size))
     units = model.likelihood.units(x)
     if units is not None:
         tokens = float(units.sum()) / n

@@ -123,6 +123,8 @@ def elbo(
     hierarchical model) puts the floor on each group's KL instead: β·Σ_g max(λ, mean_B KL_g).
     ``check`` validates ``x`` (shape, finiteness, support; one pass) — off where the caller
     already did, as the training loop and ``evaluate``.
+    A posterior with its own training terms (``qz_x.training_loss()``, the VQ-VAE's commitment
+    and code-prior NLL) adds them to the loss and logs ``qz_x.training_terms()``.
     """
     if check:
         model.check(x)
@@ -138,6 +140,11 @@ def elbo(
     bound = log_px_z - kl
     kl_term = kl if free_bits <= 0 else _floored_kl(kl_d.mean(0), free_bits, free_bits_groups)
     loss = -(log_px_z - beta * kl_term).mean()
+    terms = {}
+    own = getattr(qz_x, "training_loss", None)
+    if own is not None:  # a posterior's own training terms (VQ-VAE: commitment, code prior)
+        loss = loss + own()
+        terms = qz_x.training_terms()
     if estimator == "score":
         signal = log_px_z_s.detach()  # (S, B)
         b = 0.0
@@ -156,7 +163,7 @@ def elbo(
         loss = with_gradient_of(loss, -(log_px_z_s + beta * log_r).mean())
     elif estimator != "reparam":
         raise ValueError(f"elbo takes estimator reparam, score or stl, not {estimator!r}")
-    return ObjectiveResult(loss, bound, log_px_z, kl, kl_d, z=z)
+    return ObjectiveResult(loss, bound, log_px_z, kl, kl_d, z=z, terms=terms)
 
 
 def _floored_kl(kl_mean: Tensor, free_bits: float, groups: list[int] | None) -> Tensor:
@@ -360,7 +367,7 @@ class Objective(nn.Module):
         if self.discriminator is not None:
             self._codes = res.z[0].detach()
         loss = res.loss + torch.stack(terms).mean()
-        return dataclasses.replace(res, loss=loss, terms=logged)
+        return dataclasses.replace(res, loss=loss, terms={**res.terms, **logged})
 
     def after_step(self, model, second_batch, optimizer=None) -> dict[str, float]:
         """After the model's optimizer step: FactorVAE's discriminator step (else nothing).

@@ -222,13 +222,10 @@ def _test_metrics(run: Run) -> dict:
         seed=run.cfg.data.eval_seed,
         labels=run.ds.test_labels,
     )
-    row = {
-        "test_elbo": ev["elbo"],
-        "test_recon": ev["recon"],
-        "test_kl": ev["kl"],
-        "active_units": ev["active_units"],
-        "kl_per_dim": ev["kl_per_dim"],
-    }
+    names = {"elbo": "test_elbo", "recon": "test_recon", "kl": "test_kl",
+             "active_units": "active_units", "kl_per_dim": "kl_per_dim", "psnr": "test_psnr",
+             "bits_per_code": "test_bits_per_code", "codes_used": "codes_used"}  # fmt: skip
+    row = {new: ev[old] for old, new in names.items() if old in ev}  # no bound: recon only
     if "kl_per_layer" in ev:  # hierarchical models
         row["test_kl_per_layer"] = ev["kl_per_layer"]
     return row
@@ -300,4 +297,9 @@ def _summary(row: dict, epochs: int) -> str:
     if "test_elbo" in row:
         s += f"  test elbo {row['test_elbo']:9.3f} (recon {row['test_recon']:.2f}, kl "
         s += f"{row['test_kl']:.2f}, {row['active_units']} active)"
+    elif "test_recon" in row:  # a model without a bound (autoencoder, VQ-VAE)
+        s = f"epoch {row['epoch']:>3}/{epochs}  train recon {row['train_recon']:9.3f}"
+        s += f"  test recon {row['test_recon']:9.3f}"
+        if "test_psnr" in row:
+            s += f" (PSNR {row['test_psnr']:.2f} dB, {row['test_bits_per_code']:.3f} bits/code)"
     return s + f"  [{row['time_s']:.0f}s]"

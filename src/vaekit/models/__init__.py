@@ -1,7 +1,8 @@
 """The model family and its registry.
 
 Every kind is one module (``vae`` — the one-layer VAE, which imports no other family member —
-``autoencoder``, ``hierarchical``, ``sequence``) plus one ``MODELS`` entry here. A model is built
+``autoencoder``, ``hierarchical``, ``sequence``, ``deep``, ``flows`` (posteriors of the one-layer
+kinds), ``vqvae``) plus one ``MODELS`` entry here. A model is built
 from its config and what the data told (``DataInfo``) alone: ``build_model(cfg, info)``.
 """
 
@@ -19,6 +20,7 @@ from .flows import POSTERIORS, FlowVAE, build_flow_vae
 from .hierarchical import HierarchicalVAE, build_hierarchical
 from .sequence import SequenceVAE, build_sequence_vae
 from .vae import VAE, build_vae
+from .vqvae import VQVAE, build_vqvae
 
 __all__ = [
     "MODELS",
@@ -29,6 +31,7 @@ __all__ = [
     "POSTERIORS",
     "HierarchicalVAE",
     "SequenceVAE",
+    "VQVAE",
     "build_model",
     "resolve_auto",
 ]
@@ -47,6 +50,9 @@ MODELS.register("hvae", build_hierarchical, "hierarchy of latent layers, top-dow
 MODELS.register("seqvae", build_sequence_vae, "text: sequence encoder, autoregressive decoder")
 MODELS.register("ae", build_autoencoder, "plain autoencoder (no bound)")
 MODELS.register("deep", build_deep, "deep hierarchy of spatial latent maps (NVAE/VDVAE)")
+MODELS.register(
+    "vqvae", build_vqvae, "vector-quantized codes + autoregressive code prior (no bound)"
+)
 
 
 def resolve_auto(cfg: ModelConfig, info: DataInfo) -> ModelConfig:
