@@ -52,6 +52,7 @@ DATA = {
     ),
 }
 KIND_OPTIONS = {
+    "vqvae": {"channels": [4], "code_dim": 2, "codebook_size": 4, "prior_hidden": 4},
     "hvae": {"latent_dims": [3, 2]},
     "cvae": {"n_classes": 3},
     "seqvae": {"arch": "gru"},
@@ -69,8 +70,8 @@ def _pairs():
         for lik in LIKELIHOODS:
             if (kind == "seqvae") != LIKELIHOODS.get(lik).is_text:
                 continue  # token rows need a sequence model, and it needs them
-            if kind == "deep" and len(DATA[lik][0]["event_shape"]) != 3:
-                continue  # a deep hierarchy of spatial latent maps models images
+            if kind in ("deep", "vqvae") and len(DATA[lik][0]["event_shape"]) != 3:
+                continue  # spatial latent maps and code grids model images
             yield kind, lik
 
 
