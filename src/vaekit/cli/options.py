@@ -15,7 +15,7 @@ from .. import images
 from ..config import Config, load_config
 from ..data import BINARIZE, DATASETS, DataPrep, load_dataset
 from ..likelihoods import LIKELIHOODS
-from ..models import MODELS
+from ..models import MODELS, POSTERIORS
 from ..networks import ARCHS, SEQUENCE_ARCHS
 from ..objectives import ESTIMATORS, OBJECTIVES, PENALTIES, WARMUPS
 from ..priors import PRIORS
@@ -144,6 +144,9 @@ TRAIN_OPTIONS: list[tuple[str, str, dict]] = [
     ("--squeeze-excitation", "model.squeeze_excitation", {"action": "store_const", "const": True,
                                                           "help": "resnet: SE gates"}),
     ("--prior", "model.prior", {"choices": PRIORS.choices(), "help": PRIORS.help()}),
+    ("--posterior", "model.posterior", {"choices": POSTERIORS,
+                                        "help": "vae/cvae: q(z|x) Gaussian or a flow of it"}),
+    ("--flow-steps", "model.flow_steps", {"type": positive_int, "help": "iaf / planar steps"}),
     ("--prior-components", "model.prior_components", {"type": positive_int,
                                                       "help": "vamp: pseudo-inputs"}),
     ("--word-dropout", "model.word_dropout", {"type": non_negative_float,
