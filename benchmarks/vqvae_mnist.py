@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-limit", type=int, default=20000)
     p.add_argument("--test", type=int, default=2000, help="first N test images")
     p.add_argument("--img", default=str(ROOT / "docs" / "img"))
+    p.add_argument("--prior-steps", type=int, default=1500, help="fit_prior steps after training")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -59,6 +60,12 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     model = load_run(out)
     x, _ = split_data(model, argparse.Namespace(limit=args.test, data_dir=None), "test")
+    joint = evaluate(model, x, k=0, seed=0)  # the prior as trained jointly
+    trainer = json.loads((out / "state" / "trainer.json").read_text())
+    t1 = time.perf_counter()
+    x_train, _ = split_data(model, argparse.Namespace(limit=None, data_dir=None), "train")
+    losses = model.fit_prior(x_train, steps=args.prior_steps, seed=0)
+    prior_seconds = time.perf_counter() - t1
     ev = evaluate(model, x, k=0, seed=0)
     img = Path(args.img)
     g = torch.Generator().manual_seed(0)
@@ -74,6 +81,16 @@ def main(argv=None) -> int:
             {
                 "protocol": {**overrides, "test_images": len(x)},
                 "train_seconds": round(seconds, 1),
+                "trained_steps": trainer["step"],
+                "trained_epochs": trainer["epoch"] + trainer["batch_in_epoch"] / 100,
+                "jointly_trained_prior": {
+                    k: joint[k] for k in ("code_nll", "bits_per_code", "psnr")
+                },
+                "fit_prior": {
+                    "steps": args.prior_steps,
+                    "seconds": round(prior_seconds, 1),
+                    "last_loss": sum(losses[-50:]) / 50,
+                },  # fmt: skip
                 "step_seconds_per_epoch": round(rows[-1]["step_time_s"] / len(rows), 2),
                 "evaluation": {k: v for k, v in ev.items() if k != "kl_per_dim"},
                 "pictures": [

@@ -153,3 +153,17 @@ def test_vqvae_trains_and_samples_from_its_prior(tmp_path, capsys):
     model = vaekit.load(out)
     s = model.sample(8, generator=torch.Generator().manual_seed(0))
     model.check(s)
+
+
+def test_fit_prior_lowers_the_code_nll_and_leaves_the_rest_alone():
+    model = _model()
+    x = _x(64)
+    model.eval()  # (a training-mode encode steps the EMA codebook)
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("code_")}
+    nll0 = float(model.encode(x).prior_nll.detach().mean())
+    losses = model.fit_prior(x, steps=150, batch_size=32, lr=1e-2)
+    assert len(losses) == 150 and sum(losses[-10:]) / 10 < nll0 - 0.5
+    assert float(model.encode(x).prior_nll.detach().mean()) < nll0 - 0.5
+    for k, v in model.state_dict().items():
+        if k in before:
+            assert torch.equal(v, before[k]), k

@@ -14,7 +14,8 @@ autoregressive prior over its codes so that it samples.
   step) is moved onto a random encoder output of the current batch.
 - **Code prior**: a GRU over the h·w code indices in raster order, p(k) = Π_t p(k_t | k_<t),
   trained jointly on the (detached) indices; its NLL per image is added to the training loss
-  and only reaches the prior's parameters.
+  and only reaches the prior's parameters. ``fit_prior(x)`` trains it further, alone, on the
+  final codes of a dataset (cheap: no convolutions).
 
 The latent z of the VAE interface is the flattened grid of code vectors, D = E·h·w
 (``latent_dim``; ``model.latent_dim`` of the config is not used). ``encode(x)`` is a point mass
@@ -261,6 +262,37 @@ class VQVAE(VAE):
     @property
     def top_dim(self) -> int:
         return self.latent_dim
+
+    def fit_prior(
+        self,
+        x: Tensor,
+        *,
+        steps: int = 1000,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        seed: int = 0,
+    ) -> list[float]:
+        """Train the code prior alone on the codes of ``x`` (encoder and codebook fixed): Adam on
+        −log p(k) for ``steps`` batches of ``batch_size`` index grids drawn with ``seed``. Its
+        joint training follows codes that move while the VQ-VAE learns; this fits it to the
+        final ones. Returns the loss of every step (nats per image)."""
+        self.eval()
+        with torch.no_grad():
+            idx = torch.cat(
+                [self.encode(x[i : i + 256].float(), check=False).indices
+                 for i in range(0, len(x), 256)]
+            )  # fmt: skip
+        opt = torch.optim.Adam(self.code_prior.parameters(), lr=lr)
+        g = torch.Generator().manual_seed(seed)
+        losses = []
+        for _ in range(steps):
+            batch = idx[torch.randint(len(idx), (batch_size,), generator=g)]
+            loss = -self.code_prior.log_prob(batch).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        return losses
 
     @torch.no_grad()
     def evaluation_extras(self, x: Tensor, batch_size: int = 100) -> dict:
