@@ -116,6 +116,9 @@ class TrainConfig:
     clip_norm: float = 100.0  # gradient-norm clip; 0 turns it off
     seed: int = 0
     threads: int = 1  # torch intra-op threads
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast of the forward pass; fp16 on CUDA)
+    compile: bool = False  # torch.compile the encoder and decoder networks
     deterministic: bool = False  # torch.use_deterministic_algorithms for exact resume
     eval_every: int = 1  # epochs between test-ELBO evaluations
     checkpoint_every: int = 1  # epochs between checkpoints

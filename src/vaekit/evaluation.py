@@ -96,15 +96,16 @@ def evaluate(
     if not model.has_bound:
         k = 0
     model.eval()
-    model.check(x[:1])
+    model.check(x)
+    device = model.device
     sums = {"bound": 0.0, "recon": 0.0, "kl": 0.0}
     kl_dims = torch.zeros(model.latent_dim, dtype=torch.float64)
     log_px = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size].float()
-            yb = None if labels is None else labels[start : start + batch_size]
+            xb = x[start : start + batch_size].to(device).float()
+            yb = None if labels is None else labels[start : start + batch_size].to(device)
             res, lp = _evaluate_batch(model, xb, yb, k, chunk, precision)
             if lp is not None:
                 log_px.append(lp)

@@ -22,6 +22,7 @@ from torch import Tensor
 from .checkpoint import load_config_of, load_state
 from .config import AUTO, Config, DataInfo
 from .data import DataPrep, Dataset, load_dataset
+from .devices import autocast, grad_scaler, resolve_device
 from .models import VAE, build_model, resolve_auto
 from .objectives import Objective, objective_from_config
 
@@ -46,6 +47,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     gen: torch.Generator  # data order and binarization
     n_batches: int  # optimizer steps per epoch
+    device: torch.device = torch.device("cpu")
+    scaler: torch.amp.GradScaler | None = None  # float16 training only
     epoch: int = 0  # where the loop starts (a resumed run: where it stopped)
     step: int = 0
     batch_in_epoch: int = 0
@@ -137,6 +140,8 @@ def setup(
     )
     cfg = resolve(cfg, ds, saved_info)
     tc = cfg.train
+    device = resolve_device(tc.device)
+    autocast(device, tc.precision)  # refuses an unknown precision, or fp16 without CUDA
     model = build_model(cfg.model, cfg.data_info)
     prep = DataPrep(model.likelihood, cfg.data.binarize)
     cfg.data.binarize = prep.binarize
@@ -144,6 +149,11 @@ def setup(
     model.check(x_test)  # one clear error up front instead of NaNs later
     model.check(prep(ds.train[: tc.batch_size], torch.Generator().manual_seed(0)))
     objective = objective_from_config(cfg.objective, model)  # may learn (a baseline): optimized
+    model.to(device)
+    objective.to(device)
+    if tc.compile:  # in place: parameter names (and so checkpoints) stay as they are
+        model.encoder.compile()
+        model.decoder.compile()
     # fused Adam: one kernel per step on the CPU instead of a Python loop over parameters.
     optimizer = torch.optim.Adam(
         [*model.parameters(), *objective.parameters()], lr=tc.lr, fused=True
@@ -152,6 +162,8 @@ def setup(
         cfg, out, ds, model, prep, x_test, objective, optimizer,
         gen=torch.Generator().manual_seed(tc.seed),
         n_batches=batches_per_epoch(len(ds.train), tc.batch_size),
+        device=device,
+        scaler=grad_scaler(device, tc.precision),
     )  # fmt: skip
     total = run.n_batches * tc.epochs
     if total < FEW_STEPS or run.n_batches < 5:
@@ -174,6 +186,8 @@ def _restore(run: Run, log) -> None:
     run.epoch, run.step = trainer["epoch"], trainer["step"]
     run.batch_in_epoch = trainer["batch_in_epoch"]
     torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and run.device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], run.device)
     run.gen.set_state(tensors["rng.data"])
     run.perm = tensors.get("data.perm")
     run.objective.load_state_dict(

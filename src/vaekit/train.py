@@ -24,6 +24,7 @@ from . import images
 from .checkpoint import save_checkpoint
 from .config import Config
 from .data import Dataset
+from .devices import autocast
 from .evaluation import evaluate
 from .report import write_report
 from .run import Run, setup
@@ -78,6 +79,8 @@ def train(
     model_params = list(model.parameters())  # gradient clipping: the model's, not a baseline's
     total_steps = run.n_batches * tc.epochs
     epoch, step, batch_in_epoch, perm = run.epoch, run.step, run.batch_in_epoch, run.perm
+    device, scaler = run.device, run.scaler
+    amp = autocast(device, tc.precision)
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -90,6 +93,8 @@ def train(
 
     def checkpoint(perm_now) -> None:
         tensors = {"rng.torch": torch.get_rng_state(), "rng.data": gen.get_state()}
+        if device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
         if perm_now is not None:
             tensors["data.perm"] = perm_now
         tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
@@ -112,15 +117,18 @@ def train(
         for b in bar:
             t_step = time.perf_counter()
             idx = perm[b * tc.batch_size : (b + 1) * tc.batch_size]
-            x = prep(ds.train[idx], gen)
-            y = None if ds.train_labels is None else ds.train_labels[idx]  # for conditional models
+            x = prep(ds.train[idx], gen).to(device, non_blocking=True)
+            y = None if ds.train_labels is None else ds.train_labels[idx].to(device)  # cvae
             lr = lr_at(step, total_steps, tc)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            res = objective(model, x, y, step=step)
+            with amp:
+                res = objective(model, x, y, step=step)
             for p in params:  # optimizer.zero_grad(set_to_none=True) without its profiler scope
                 p.grad = None
-            res.loss.backward()
+            (res.loss if scaler is None else scaler.scale(res.loss)).backward()
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             grad_norm = _clip_gradients(model_params, tc.clip_norm)  # one float, no tensors
             loss_value = float(res.loss.detach())
             if tc.grad_skip and math.isfinite(grad_norm) and grad_norm > tc.grad_skip:
@@ -136,12 +144,17 @@ def train(
                     )
             else:
                 nonfinite_run = 0
-                optimizer.step()
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)
                 model.after_step()
                 m = res.metrics(loss_value)
                 for key in sums:
                     sums[key] += m[key]
                 counted += 1
+            if scaler is not None:
+                scaler.update()  # float16: the loss scale follows overflows
             step += 1
             step_seconds += time.perf_counter() - t_step
             batch_in_epoch = b + 1

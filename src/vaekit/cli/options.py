@@ -14,6 +14,7 @@ import torch
 from .. import images
 from ..config import Config, load_config
 from ..data import BINARIZE, DATASETS, DataPrep, load_dataset
+from ..devices import PRECISIONS
 from ..likelihoods import LIKELIHOODS
 from ..models import MODELS
 from ..networks import ARCHS, SEQUENCE_ARCHS
@@ -171,6 +172,11 @@ TRAIN_OPTIONS: list[tuple[str, str, dict]] = [
                                         "help": "stop with a checkpoint after N steps"}),
     ("--time-limit", "train.time_limit", {"type": positive_float,
                                           "help": "stop with a checkpoint after N minutes"}),
+    ("--device", "train.device", {"help": "auto (cuda, then mps, then cpu) | cpu | cuda[:N] | mps"}),
+    ("--precision", "train.precision", {"choices": PRECISIONS,
+                                        "help": "autocast of the forward pass (fp16: CUDA)"}),
+    ("--compile", "train.compile", {"action": "store_const", "const": True,
+                                    "help": "torch.compile the encoder and decoder"}),
     ("--grad-skip", "train.grad_skip", {"type": non_negative_float,
                                         "help": "skip steps whose gradient norm exceeds this"}),
 ]  # fmt: skip

@@ -122,7 +122,7 @@ class VAE(nn.Module):
             h = self.encoder(inputs, self._condition(y, len(inputs)))
         else:
             h = self.encoder(inputs)
-        loc, raw_scale = h.chunk(2, dim=-1)
+        loc, raw_scale = h.float().chunk(2, dim=-1)  # float32 under autocast, a no-op otherwise
         return diag_gaussian(loc, F.softplus(raw_scale) + MIN_SCALE)
 
     # ---- generative ----------------------------------------------------------------------
@@ -184,6 +184,11 @@ class VAE(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         self.likelihood.check(x)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live (inputs are moved there by the tools)."""
+        return next(self.parameters()).device
 
     @property
     def n_dims(self) -> int:
