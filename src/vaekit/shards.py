@@ -14,12 +14,14 @@ has an ``index.json``. Packing is deterministic: the same arrays give the same b
 
 ``ShardedArray`` reads rows like a tensor: ``len``, ``shape``, ``dtype`` (a torch dtype), and
 ``x[i]``, ``x[a:b]``, ``x[index_tensor]`` return torch tensors in the order asked. A batch's rows
-are gathered shard by shard in sorted order from read-only memory maps (never by indexing a whole
-memmap), and mapped pages are dropped from the process (``madvise(MADV_DONTNEED)``; the kernel's
-page cache keeps them) whenever more than ``max_resident`` bytes were touched, so the resident
-memory stays bounded however large the data. Each shard's sha256 is checked when it is first
-opened (``verify="lazy"``), or all at once (``"open"``); its size and ``.npy`` header always are.
-A wrong sha256, a truncated or a missing shard raises ``ShardError`` naming the file.
+are read shard by shard in sorted order, never by indexing a whole memmap: an array of at most
+``max_resident`` bytes (1 GiB) from read-only memory maps of its shards, as fast as in-memory
+indexing; a larger one with ``pread`` into the batch, so that resident memory stays at the batch
+however large the data (a memory map's pages stay mapped, and on Linux 6 a fault maps a whole
+page-cache folio of up to 2 MiB: mapping an 8 GiB set at random would make it all resident).
+Each shard's sha256 is checked when it is first opened (``verify="lazy"``), or all at once
+(``"open"``); its size and ``.npy`` header always are. A wrong sha256, a truncated or a missing
+shard raises ``ShardError`` naming the file.
 """
 
 from __future__ import annotations
@@ -43,10 +45,7 @@ FORMAT = "vaekit-shards"
 VERSION = 1
 INDEX = "index.json"
 SHARD_BYTES = 64 << 20  # the default shard size when ``rows_per_shard`` is not given
-MAX_RESIDENT = 256 << 20  # bytes of mapped pages a reader keeps before dropping them
-# A fault on a file mapping may map a whole page-cache folio (up to a PMD, 2 MiB, on x86-64 and
-# arm64 since Linux 6.x): the resident estimate of a row read is the folios that can hold it.
-_FOLIO = 2 << 20
+MAX_RESIDENT = 1 << 30  # arrays up to this size are memory-mapped, larger ones read with pread
 _SPLIT = re.compile(r"^[A-Za-z0-9_]+$")
 _SHARD_FILE = re.compile(r"^[A-Za-z0-9_]+-[xy]-\d{5,}\.npy$")
 _TORCH = {
@@ -218,11 +217,12 @@ def _sha256_file(path: Path) -> str:
 
 
 class _Shard:
-    """One open shard: its memory map and the ndarray viewing it."""
+    """One open shard, its size and ``.npy`` header checked against the index: a read-only memory
+    map viewed as an ndarray (``mapped``), or a descriptor and the data's offset for ``pread``."""
 
-    __slots__ = ("map", "array")
+    __slots__ = ("fd", "offset", "array")
 
-    def __init__(self, path: Path, rows: int, event: tuple[int, ...], dtype: np.dtype):
+    def __init__(self, path: Path, rows: int, event: tuple[int, ...], dtype: np.dtype, mapped):
         if not path.is_file():
             raise ShardError(f"shard {path} is missing")
         with open(path, "rb") as f:
@@ -240,24 +240,35 @@ class _Shard:
                     f"shard {path} holds {found} {shape}, but {INDEX} says {dtype} "
                     f"{(rows, *event)}: it belongs to another pack"
                 )
-            offset, size = f.tell(), os.fstat(f.fileno()).st_size
-            expected = offset + rows * math.prod(event) * dtype.itemsize
+            self.offset, size = f.tell(), os.fstat(f.fileno()).st_size
+            count = rows * math.prod(event)
+            expected = self.offset + count * dtype.itemsize
             if size != expected:
                 raise ShardError(
                     f"shard {path} is truncated or padded: {size} bytes, expected {expected}"
                 )
-            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        count = rows * math.prod(event)
-        self.array = np.frombuffer(self.map, dtype, count, offset).reshape(rows, *event)
+            self.fd, self.array = -1, None
+            if mapped:  # what np.load(path, mmap_mode="r") does, from the header read above
+                view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self.array = np.frombuffer(view, dtype, count, self.offset).reshape(rows, *event)
+            else:
+                self.fd = os.dup(f.fileno())
 
-    def release(self) -> None:
-        """Drop this shard's pages from the process (they stay in the page cache)."""
-        if hasattr(mmap, "MADV_DONTNEED"):
-            self.map.madvise(mmap.MADV_DONTNEED)
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class ShardedArray:
-    """Rows of one array of a pack, read on demand; indexes like a tensor, returns tensors."""
+    """Rows of one array of a pack, read on demand; indexes like a tensor, returns tensors.
+
+    An array of at most ``max_resident`` bytes (None: any size) is memory-mapped: rows are
+    gathered from the maps, whose pages stay mapped, so resident memory grows up to the array's
+    size and reads cost what in-memory indexing does. A larger one is read with ``pread`` straight
+    into each batch (one call per run of consecutive rows): resident memory stays at the batch,
+    and the kernel's page cache (not the process) holds what was read.
+    """
 
     def __init__(
         self,
@@ -285,20 +296,14 @@ class ShardedArray:
             raise ShardError(f"{root / INDEX}: bad entry for {self.name}: {e!r}") from None
         self._rps = int(rows_per_shard)
         n = self.shape[0]
-        if (
-            sum(rows) != n
-            or any(r != self._rps for r in rows[:-1])
-            or not 0 < rows[-1] <= self._rps
-        ):
+        full = all(r == self._rps for r in rows[:-1]) and 0 < rows[-1] <= self._rps
+        if sum(rows) != n or not full:
             raise ShardError(f"{root / INDEX}: shard rows {rows} do not make {n} rows")
         self._rows = rows
         self._event = tuple(self.shape[1:])
-        row_bytes = math.prod(self._event) * self._np_dtype.itemsize
-        self._row_span = (math.ceil(row_bytes / _FOLIO) + 1) * _FOLIO  # folios one row may map
-        self._shard_bytes = [r * row_bytes for r in rows]
-        self._max_resident = max_resident
-        self._resident = [0] * len(rows)  # upper bound of each shard's mapped bytes
-        self._resident_total = 0
+        self._row_bytes = math.prod(self._event) * self._np_dtype.itemsize
+        self.nbytes = n * self._row_bytes
+        self.mapped = max_resident is None or self.nbytes <= max_resident
         self._verify = verify
         self._verified = [False] * len(rows)
         self._open: list[_Shard | None] = [None] * len(rows)
@@ -355,6 +360,16 @@ class ShardedArray:
             self._verified[k] = False
             self._check(k)
 
+    def close(self) -> None:
+        """Close the shards (a later read opens them again)."""
+        for k, shard in enumerate(getattr(self, "_open", ())):  # also after a failed __init__
+            if shard is not None:
+                shard.close()
+                self._open[k] = None
+
+    def __del__(self) -> None:
+        self.close()
+
     # ---- reading ---------------------------------------------------------------------------------
     def _check(self, k: int) -> None:
         if self._verify != "none" and not self._verified[k]:
@@ -370,27 +385,19 @@ class ShardedArray:
                 )
             self._verified[k] = True
 
-    def _shard(self, k: int) -> np.ndarray:
+    def _shard(self, k: int) -> _Shard:
         shard = self._open[k]
         if shard is None:
             self._check(k)
-            shard = self._open[k] = _Shard(
-                self.files[k], self._rows[k], self._event, self._np_dtype
-            )
-        return shard.array
+            args = (self.files[k], self._rows[k], self._event, self._np_dtype, self.mapped)
+            shard = self._open[k] = _Shard(*args)
+        return shard
 
-    def _account(self, k: int, n_rows: int) -> None:
-        """Bound the bytes that reading ``n_rows`` of shard ``k`` mapped; once the bound of all
-        shards passes ``max_resident``, drop every mapped page from the process."""
-        grown = min(self._shard_bytes[k], self._resident[k] + n_rows * self._row_span)
-        self._resident_total += grown - self._resident[k]
-        self._resident[k] = grown
-        if self._max_resident is not None and self._resident_total > self._max_resident:
-            for j, shard in enumerate(self._open):
-                if shard is not None and self._resident[j]:
-                    shard.release()
-                    self._resident[j] = 0
-            self._resident_total = 0
+    def _pread(self, k: int, row: int, out: memoryview) -> None:
+        """Read ``len(out)`` bytes of rows ``row ..`` of shard ``k`` into ``out``."""
+        shard = self._open[k] or self._shard(k)
+        if os.preadv(shard.fd, [out], shard.offset + row * self._row_bytes) != len(out):
+            raise ShardError(f"shard {self.files[k]} was truncated while open")
 
     def _gather(self, flat: np.ndarray) -> np.ndarray:
         """Rows ``flat`` (in range, any order, repeats allowed), read in sorted order per shard."""
@@ -400,13 +407,21 @@ class ShardedArray:
         order = np.argsort(flat, kind="stable")
         ordered = flat[order]
         shard_of = ordered // self._rps
-        cuts = np.flatnonzero(np.diff(shard_of)) + 1
         gathered = np.empty_like(out)
-        for a, b in zip([0, *cuts], [*cuts, len(flat)], strict=True):
-            k = int(shard_of[a])
-            local = ordered[a:b] - k * self._rps  # in range: "clip" only avoids a buffered copy
-            np.take(self._shard(k), local, axis=0, out=gathered[a:b], mode="clip")
-            self._account(k, b - a)
+        if self.mapped:  # segments of one shard each
+            cuts = np.flatnonzero(np.diff(shard_of)) + 1
+            for a, b in zip([0, *cuts], [*cuts, len(flat)], strict=True):
+                k = int(shard_of[a])
+                local = ordered[a:b] - k * self._rps  # in range: "clip" avoids a buffered copy
+                np.take(self._shard(k).array, local, axis=0, out=gathered[a:b], mode="clip")
+        else:  # runs of consecutive rows within one shard, one pread each
+            cuts = (np.flatnonzero((np.diff(ordered) != 1) | (np.diff(shard_of) != 0)) + 1).tolist()
+            buf, size, rps = memoryview(gathered).cast("B"), self._row_bytes, self._rps
+            starts = [0, *cuts]
+            for a, b, first in zip(
+                starts, [*cuts, len(flat)], ordered[starts].tolist(), strict=True
+            ):
+                self._pread(first // rps, first % rps, buf[a * size : b * size])
         out[order] = gathered
         return out
 
@@ -414,10 +429,12 @@ class ShardedArray:
         out = np.empty((stop - start, *self._event), self._np_dtype)
         pos = start
         while pos < stop:
-            k = pos // self._rps
+            k, row = divmod(pos, self._rps)
             hi = min(stop, (k + 1) * self._rps)
-            out[pos - start : hi - start] = self._shard(k)[pos - k * self._rps : hi - k * self._rps]
-            self._account(k, hi - pos)
+            if self.mapped:
+                out[pos - start : hi - start] = self._shard(k).array[row : row + hi - pos]
+            else:
+                self._pread(k, row, memoryview(out[pos - start : hi - start]).cast("B"))
             pos = hi
         return out
 
