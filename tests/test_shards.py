@@ -15,7 +15,7 @@ import vaekit
 from vaekit import shards
 from vaekit.config import load_config
 from vaekit.data import Dataset, load_dataset
-from vaekit.shards import ShardedArray, ShardError, load_shards, open_shards, pack
+from vaekit.shards import ShardedArray, ShardError, load_shards, open_shards, pack, pack_dataset
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,15 @@ def test_random_batches_equal_the_in_memory_tensors_bitwise(digits, packed, max_
         train[torch.tensor([0, 1500])]
     with pytest.raises(IndexError):
         train[-1501]
+
+
+def test_a_dataset_packs_with_its_name_and_vocabulary(digits, tmp_path):
+    from dataclasses import replace
+
+    pack_dataset(replace(digits, vocab=("<pad>", "a")), tmp_path, rows_per_shard=500)
+    train, test, train_y, _, meta = load_shards(tmp_path)
+    assert meta == {"name": "digits", "vocab": ["<pad>", "a"]}
+    assert torch.equal(train[:], digits.train) and torch.equal(train_y[:], digits.train_labels)
 
 
 def test_float_rows_without_labels(tmp_path):

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ShardError", "ShardedArray", "load_shards", "open_shards", "pack"]
+__all__ = ["ShardError", "ShardedArray", "load_shards", "open_shards", "pack", "pack_dataset"]
 
 FORMAT = "vaekit-shards"
 VERSION = 1
@@ -206,6 +206,19 @@ def pack(
         if _SHARD_FILE.match(path.name) and path.name not in keep:
             path.unlink()
     return out_dir
+
+
+def pack_dataset(
+    ds: Any, out_dir: str | Path, rows_per_shard: int | None = None, *, overwrite: bool = False
+) -> Path:
+    """Pack a ``vaekit.data.Dataset`` (its splits, labels, name, table schema, vocabulary)."""
+    meta: dict[str, Any] = {"name": ds.name}
+    if getattr(ds, "schema", None) is not None:
+        meta["schema"] = ds.schema
+    if getattr(ds, "vocab", None) is not None:
+        meta["vocab"] = list(ds.vocab)
+    splits = {"train": (ds.train, ds.train_labels), "test": (ds.test, ds.test_labels)}
+    return pack(splits, out_dir, rows_per_shard, meta, overwrite=overwrite)
 
 
 # ---- reading ----------------------------------------------------------------------------------
