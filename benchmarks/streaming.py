@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from vaekit.data import load_dataset
-from vaekit.shards import load_shards, open_shards, pack
+from vaekit.data.shards import load_shards, open_shards, pack
 
 
 def _status(key: str) -> int:

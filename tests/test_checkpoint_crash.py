@@ -5,7 +5,7 @@ The kill tests train a tiny MLP on the digits set in forked children of this pro
 already imported: about 0.3 s per child instead of 8 s for a fresh interpreter), SIGKILL them
 right after the N-th file operation of a checkpoint (``checkpoint.file_op_hook``) or at a random
 moment, resume to the end and compare the final weights with an uninterrupted run's, bitwise.
-One test does the same through a real ``python -m vaekit.cli`` and ``VAEKIT_TEST_KILL_AFTER_WRITE``.
+One test does the same through a real ``python -m vaekit`` and ``VAEKIT_TEST_KILL_AFTER_WRITE``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from vaekit.checkpoint import (
     load_state,
     save_checkpoint,
 )
-from vaekit.config import load_config
+from vaekit.config import DataInfo, load_config
 from vaekit.data import load_dataset
-from vaekit.model import build_model
+from vaekit.models import build_model
 from vaekit.objectives import elbo
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -211,13 +211,13 @@ def test_sigkill_at_random_moments_then_resume_is_exact(reference, tmp_path):
 
 
 def test_a_real_cli_process_killed_at_the_pointer_switch_resumes_exactly(reference, tmp_path):
-    """``python -m vaekit.cli`` with VAEKIT_TEST_KILL_AFTER_WRITE: killed right after the second
+    """``python -m vaekit`` with VAEKIT_TEST_KILL_AFTER_WRITE: killed right after the second
     checkpoint's LATEST switch, before the top-level copies were replaced."""
     expected, ops, _ = reference
     switch = [i for i, (kind, _) in enumerate(ops, start=1) if kind == "switch"][1]
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(SRC), checkpoint.KILL_ENV: str(switch)}
-    cmd = [sys.executable, "-m", "vaekit.cli", *TRAIN, "--out", str(run)]
+    cmd = [sys.executable, "-m", "vaekit", *TRAIN, "--out", str(run)]
     killed = subprocess.run(cmd, env=env, capture_output=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     assert (run / "ckpt/LATEST").read_text().strip() == "000002-step-000000030"  # epoch 2
@@ -230,9 +230,9 @@ def test_a_real_cli_process_killed_at_the_pointer_switch_resumes_exactly(referen
 
 def _tiny(seed: int = 0):
     cfg = load_config(None, {"data.dataset": "digits", "model.hidden": [8], "model.latent_dim": 2})
-    cfg.model.event_shape = [1, 8, 8]
+    cfg.data_info = DataInfo(event_shape=[1, 8, 8], levels=256)
     torch.manual_seed(seed)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg.data_info)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     elbo(model, (torch.rand(4, 1, 8, 8) > 0.5).float()).loss.backward()
     opt.step()
@@ -255,7 +255,7 @@ def _assert_weights(model, expected: dict[str, torch.Tensor]) -> None:
 
 
 def _resumed(run: Path, cfg) -> tuple[dict, torch.nn.Module]:
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg.data_info)
     trainer, _ = load_state(run, model, torch.optim.Adam(model.parameters(), lr=1e-3))
     return trainer, model
 

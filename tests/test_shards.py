@@ -12,10 +12,16 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import shards
 from vaekit.config import load_config
-from vaekit.data import Dataset, load_dataset
-from vaekit.shards import ShardedArray, ShardError, load_shards, open_shards, pack, pack_dataset
+from vaekit.data import Dataset, load_dataset, shards
+from vaekit.data.shards import (
+    ShardedArray,
+    ShardError,
+    load_shards,
+    open_shards,
+    pack,
+    pack_dataset,
+)
 
 
 @pytest.fixture(scope="module")
