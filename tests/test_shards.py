@@ -13,10 +13,11 @@ import torch
 
 import vaekit
 from vaekit.config import load_config
-from vaekit.data import Dataset, load_dataset, shards
+from vaekit.data import DataNotFoundError, Dataset, load_dataset, shards
 from vaekit.data.shards import (
     ShardedArray,
     ShardError,
+    load_packed_dataset,
     load_shards,
     open_shards,
     pack,
@@ -75,13 +76,25 @@ def test_random_batches_equal_the_in_memory_tensors_bitwise(digits, packed, max_
         train[-1501]
 
 
-def test_a_dataset_packs_with_its_name_and_vocabulary(digits, tmp_path):
+def test_a_packed_dataset_loads_back_with_its_name_vocabulary_and_defaults(digits, tmp_path):
     from dataclasses import replace
 
     pack_dataset(replace(digits, vocab=("<pad>", "a")), tmp_path, rows_per_shard=500)
-    train, test, train_y, _, meta = load_shards(tmp_path)
-    assert meta == {"name": "digits", "vocab": ["<pad>", "a"]}
+    train, _, train_y, _, meta = load_shards(tmp_path)
+    assert meta == {"name": "digits", "implies": digits.implies, "vocab": ["<pad>", "a"]}
+    assert digits.implies["model.likelihood"] == "bernoulli"
     assert torch.equal(train[:], digits.train) and torch.equal(train_y[:], digits.train_labels)
+    ds = load_packed_dataset(tmp_path)
+    assert isinstance(ds.train, ShardedArray) and ds.discrete and ds.n_classes == 10
+    assert (ds.name, ds.vocab, ds.implies, ds.event_shape) == (
+        "digits",
+        ("<pad>", "a"),
+        digits.implies,
+        (1, 8, 8),
+    )
+    assert torch.equal(ds.test, digits.test) and torch.equal(ds.test_labels, digits.test_labels)
+    with pytest.raises(DataNotFoundError, match="index.json is missing"):
+        load_packed_dataset(tmp_path / "nowhere")
 
 
 def test_float_rows_without_labels(tmp_path):

@@ -39,7 +39,17 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ShardError", "ShardedArray", "load_shards", "open_shards", "pack", "pack_dataset"]
+from .dataset import DataFormatError, DataNotFoundError, Dataset
+
+__all__ = [
+    "ShardError",
+    "ShardedArray",
+    "load_packed_dataset",
+    "load_shards",
+    "open_shards",
+    "pack",
+    "pack_dataset",
+]
 
 FORMAT = "vaekit-shards"
 VERSION = 1
@@ -55,7 +65,7 @@ _TORCH = {
 }
 
 
-class ShardError(ValueError):
+class ShardError(DataFormatError):
     """A pack that is incomplete, or a shard that is missing, truncated, corrupt or foreign."""
 
 
@@ -209,13 +219,14 @@ def pack(
 
 
 def pack_dataset(
-    ds: Any, out_dir: str | Path, rows_per_shard: int | None = None, *, overwrite: bool = False
+    ds: Dataset, out_dir: str | Path, rows_per_shard: int | None = None, *, overwrite: bool = False
 ) -> Path:
-    """Pack a ``vaekit.data.Dataset`` (its splits, labels, name, table schema, vocabulary)."""
-    meta: dict[str, Any] = {"name": ds.name}
-    if getattr(ds, "schema", None) is not None:
+    """Pack a ``Dataset``: its splits and labels; as meta its name, table schema, vocabulary
+    and the config values it implies (``Dataset.implies``), which ``load_packed_dataset`` reads."""
+    meta: dict[str, Any] = {"name": ds.name, "implies": dict(ds.implies)}
+    if ds.schema is not None:
         meta["schema"] = ds.schema
-    if getattr(ds, "vocab", None) is not None:
+    if ds.vocab is not None:
         meta["vocab"] = list(ds.vocab)
     splits = {"train": (ds.train, ds.train_labels), "test": (ds.test, ds.test_labels)}
     return pack(splits, out_dir, rows_per_shard, meta, overwrite=overwrite)
@@ -502,3 +513,24 @@ def load_shards(
     if train.dtype != test.dtype or train.shape[1:] != test.shape[1:]:
         raise ShardError(f"{path}: train and test rows differ in dtype or shape")
     return train, test, train_y, test_y, meta
+
+
+def load_packed_dataset(path: str | Path, *, verify: str = "lazy") -> Dataset:
+    """A pack as a ``Dataset`` (the ``shards:PATH`` dataset kind): ``train`` stays on disk (a
+    ``ShardedArray``, read batch by batch), the test split and the labels are read into memory;
+    name, schema, vocabulary and implied config values come from the pack's meta."""
+    path = Path(path).expanduser()
+    if not (path / INDEX).is_file():
+        raise DataNotFoundError(f"no packed dataset at {path}: {path / INDEX} is missing")
+    train, test, train_y, test_y, meta = load_shards(path, verify=verify)
+    return Dataset(
+        name=str(meta.get("name") or f"shards:{path}"),
+        train=train,  # a ShardedArray: len, shape, dtype and x[idx], like a tensor
+        test=test.to_tensor(),
+        train_labels=None if train_y is None else train_y.to_tensor(),
+        test_labels=None if test_y is None else test_y.to_tensor(),
+        event_shape=tuple(train.shape[1:]),
+        schema=meta.get("schema"),
+        vocab=tuple(meta["vocab"]) if meta.get("vocab") else None,
+        implies=dict(meta.get("implies") or {}),
+    )
