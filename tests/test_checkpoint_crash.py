@@ -225,6 +225,23 @@ def test_a_real_cli_process_killed_at_the_pointer_switch_resumes_exactly(referen
     _resume_to_end(run, tmp_path / "resume.log", expected)
 
 
+def test_step_checkpoints_change_nothing_and_resume_exactly_mid_epoch(reference, tmp_path):
+    """``train.checkpoint_every_steps=7``: killed at the LATEST switch of the 5th checkpoint
+    (step 28, mid-epoch 2), resumed: the same weights as an uninterrupted epoch-only run."""
+    argv = [*TRAIN, "--set", "train.checkpoint_every_steps=7", "--out"]
+    ops = tmp_path / "ops.json"
+    assert _run([*argv, str(tmp_path / "full")], tmp_path / "full.log", ops=ops) == 0
+    assert _sha(tmp_path / "full/model.safetensors") == reference[0]
+    done = json.loads(ops.read_text())
+    steps = [Path(p).name[-6:] for kind, p in done if kind == "rename" and "step-" in p]
+    assert steps[:5] == ["000007", "000014", "000015", "000021", "000028"]
+    switch = [i for i, (kind, _) in enumerate(done, start=1) if kind == "switch"]
+    run = tmp_path / "run"
+    assert _run([*argv, str(run)], tmp_path / "run.log", kill_after=switch[4]) == -9
+    assert latest_checkpoint(run).name.endswith("step-000000028")
+    _resume_to_end(run, tmp_path / "run.log", reference[0])
+
+
 # ---- recovery without a subprocess --------------------------------------------------------------
 
 
@@ -447,7 +464,6 @@ def test_a_second_process_cannot_lock_a_run_until_the_first_dies(tmp_path):
         pass
 
 
-@pytest.mark.xfail(reason="until train() calls acquire_run_lock (integrator patch)", strict=True)
 def test_vaekit_train_refuses_a_run_directory_another_process_is_training(tmp_path):
     run, log = tmp_path / "run", tmp_path / "log"
     run.mkdir()

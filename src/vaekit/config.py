@@ -122,6 +122,8 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms for exact resume
     eval_every: int = 1  # epochs between test-ELBO evaluations
     checkpoint_every: int = 1  # epochs between checkpoints
+    checkpoint_every_steps: int = 0  # also a checkpoint every N optimizer steps (0: off)
+    checkpoint_minutes: float = 0.0  # also a checkpoint every N minutes of training (0: off)
     max_nonfinite: int = 20  # consecutive non-finite steps that stop the run
     max_steps: int | None = None  # stop (and checkpoint) after this many optimizer steps in all
     time_limit: float | None = None  # minutes of training after which the run stops cleanly

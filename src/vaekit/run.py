@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .checkpoint import load_config_of, load_state
+from .checkpoint import load_config_of, load_state, reset_run
 from .config import AUTO, Config, DataInfo
 from .data import DataPrep, Dataset, load_dataset
 from .devices import autocast, grad_scaler, resolve_device
@@ -176,6 +176,7 @@ def setup(
         _restore(run, log)
     else:
         out.mkdir(parents=True, exist_ok=True)
+        reset_run(out)  # a run started over in an old run's directory must not resume the old one
         cfg.save(out / "config.json")
     return run
 

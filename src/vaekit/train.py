@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import images
-from .checkpoint import save_checkpoint
+from .checkpoint import acquire_run_lock, save_checkpoint
 from .config import Config
 from .data import Dataset
 from .devices import autocast
@@ -68,9 +68,19 @@ def train(
     """Train a VAE and write a run directory at ``out``; with ``resume=True`` continue it.
 
     Returns the run directory. Stops early (with a checkpoint) at ``train.max_steps``, at
-    ``train.time_limit`` minutes, or on SIGINT/SIGTERM; ``resume`` then continues exactly.
+    ``train.time_limit`` minutes, or on SIGINT/SIGTERM; ``resume`` then continues exactly. One
+    process at a time trains a run directory (``RUN/.lock``); another gets a ``CheckpointError``.
     """
-    run = setup(cfg, out, resume=resume, data_dir=data_dir, dataset=dataset, log=log)
+    out = Path(out)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+    with acquire_run_lock(out):  # released on return, on an exception, or when the process dies
+        run = setup(cfg, out, resume=resume, data_dir=data_dir, dataset=dataset, log=log)
+        return _loop(run, resume=resume, log=log)
+
+
+def _loop(run: Run, *, resume: bool, log) -> Path:
+    """The epochs of ``run``, checkpointing into ``run.out``."""
     cfg, tc, out = run.cfg, run.cfg.train, run.out
     model, objective, optimizer, prep, ds, gen = (
         run.model, run.objective, run.optimizer, run.prep, run.ds, run.gen
@@ -90,8 +100,10 @@ def train(
     step_seconds = 0.0
     nonfinite_run = nonfinite_total = grad_skipped = 0
     state = {"epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch}
+    last_checkpoint = time.monotonic()
 
     def checkpoint(perm_now) -> None:
+        nonlocal last_checkpoint
         tensors = {"rng.torch": torch.get_rng_state(), "rng.data": gen.get_state()}
         if device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
@@ -99,6 +111,7 @@ def train(
             tensors["data.perm"] = perm_now
         tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
         save_checkpoint(out, cfg, model, optimizer, dict(state, nonfinite=nonfinite_total), tensors)
+        last_checkpoint = time.monotonic()
 
     # ---- the loop ------------------------------------------------------------------------------
     while epoch < tc.epochs:
@@ -168,6 +181,8 @@ def train(
                 writer.close()
                 log(f"stopped at epoch {epoch + 1}, step {step}; continue with --resume {out}")
                 return out
+            if batch_in_epoch < run.n_batches and _checkpoint_due(tc, step, last_checkpoint):
+                checkpoint(perm)  # mid-epoch: the permutation and position resume exactly
         bar.close()
 
         # ---- end of epoch: evaluate, log, checkpoint ------------------------------------------
@@ -262,6 +277,13 @@ def _should_stop(tc, step: int, t_start: float, stop: _StopFlag) -> bool:
     if tc.max_steps is not None and step >= tc.max_steps:
         return True
     return tc.time_limit is not None and time.monotonic() - t_start >= 60.0 * tc.time_limit
+
+
+def _checkpoint_due(tc, step: int, last: float) -> bool:
+    """A mid-epoch checkpoint every ``checkpoint_every_steps`` steps / ``checkpoint_minutes``."""
+    if tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0:
+        return True
+    return bool(tc.checkpoint_minutes) and time.monotonic() - last >= 60.0 * tc.checkpoint_minutes
 
 
 def _log_epoch(out: Path, writer, row: dict, model, x_test, y_test=None) -> None:

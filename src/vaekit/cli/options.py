@@ -172,7 +172,7 @@ TRAIN_OPTIONS: list[tuple[str, str, dict]] = [
                                         "help": "stop with a checkpoint after N steps"}),
     ("--time-limit", "train.time_limit", {"type": positive_float,
                                           "help": "stop with a checkpoint after N minutes"}),
-    ("--device", "train.device", {"help": "auto (cuda, then mps, then cpu) | cpu | cuda[:N] | mps"}),
+    ("--device", "train.device", {"help": "auto (cuda, mps, then cpu) | cpu | cuda[:N] | mps"}),
     ("--precision", "train.precision", {"choices": PRECISIONS,
                                         "help": "autocast of the forward pass (fp16: CUDA)"}),
     ("--compile", "train.compile", {"action": "store_const", "const": True,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import images
-from ..checkpoint import load_run
+from ..checkpoint import latest_checkpoint, load_run
 from ..config import load_config
 from ..evaluation import evaluate
 from ..train import train
@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
         out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a run directory")
-        if (out / "manifest.json").exists() and not args.force:
+        if ((out / "manifest.json").exists() or latest_checkpoint(out)) and not args.force:
             raise ValueError(
                 f"{out} already holds a run; use --resume {out}, another --out, or --force to "
                 "overwrite"
@@ -47,11 +47,12 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     cfg = load_config(config_path("mnist"), {"train.epochs": args.epochs})
     torch.set_num_threads(cfg.train.threads)
-    trainer_json = out / "state" / "trainer.json"
-    if trainer_json.exists() and json.loads(trainer_json.read_text())["epoch"] >= cfg.train.epochs:
+    ckpt = latest_checkpoint(out)
+    trainer = json.loads((ckpt / "state/trainer.json").read_text()) if ckpt else None
+    if trainer is not None and trainer["epoch"] >= cfg.train.epochs:
         print(f"{out} is already trained; evaluating it")
     else:
-        train(cfg, out, resume=trainer_json.exists(), data_dir=args.data_dir)
+        train(cfg, out, resume=trainer is not None, data_dir=args.data_dir)
     model = load_run(out)
     x, _ = split_data(model, args, "test")
     result = evaluate(model, x, k=args.iw_samples)
