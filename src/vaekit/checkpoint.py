@@ -42,6 +42,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .config import Config
+from .files import fsync_dir, sha256_file
 from .models import VAE, build_model
 
 __all__ = [
@@ -107,14 +108,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write(path: Path, data: bytes) -> None:
     _write_bytes(path, data)
     _did("write", path)
@@ -122,7 +115,7 @@ def _write(path: Path, data: bytes) -> None:
 
 def _replace(src: Path, dst: Path, kind: str = "rename") -> None:
     os.replace(src, dst)
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
     _did(kind, dst)
 
 
@@ -138,14 +131,6 @@ def _atomic_write(path: Path, data: bytes, kind: str = "rename") -> None:
 
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
@@ -232,8 +217,8 @@ def save_checkpoint(
         for rel, data in files.items():
             _write(tmp / rel, data)
         _write(tmp / MANIFEST, _json_bytes({"files": sha, "serial": serial}))
-        _fsync_dir(tmp / "state")
-        _fsync_dir(tmp)
+        fsync_dir(tmp / "state")
+        fsync_dir(tmp)
         _replace(tmp, ckpt / name)
         _atomic_write(ckpt / LATEST, f"{name}\n".encode(), kind="switch")  # the commit point
         committed = True
@@ -326,7 +311,7 @@ def verify_manifest(run: Path, files=PUBLISHED) -> None:
         path = run / name
         if not path.exists():
             raise CheckpointError(f"{path} is missing")
-        if manifest.get(name) != _sha256(path):
+        if manifest.get(name) != sha256_file(path):
             raise CheckpointError(
                 f"{path} does not match its sha256 in {MANIFEST}: the file is corrupt or was "
                 "modified after it was written"

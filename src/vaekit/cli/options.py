@@ -50,30 +50,27 @@ def int_list(text: str) -> list[int]:
         ) from None
 
 
-def _positive(kind):
+def _number(kind, ok, what: str):
+    """An argparse type: ``kind(text)`` that satisfies ``ok`` (comparisons refuse NaN)."""
+
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not v > 0:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return v
 
     return parse
+
+
+def _positive(kind):
+    return _number(kind, lambda v: v > 0, "positive")
 
 
 def _non_negative(kind):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not v >= 0:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"must be non-negative, got {text}")
-        return v
-
-    return parse
+    return _number(kind, lambda v: v >= 0, "non-negative")
 
 
 positive_int, positive_float = _positive(int), _positive(float)

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import fsync_dir, sha256_file
 from .dataset import DataFormatError, DataNotFoundError, Dataset
 
 __all__ = [
@@ -105,14 +106,6 @@ class _HashingWriter:
     def write(self, data) -> int:
         self.sha.update(data)
         return self.f.write(data)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> str:
@@ -203,14 +196,14 @@ def pack(
         "splits": entries,
         "meta": meta,
     }
-    _fsync_dir(out_dir)
+    fsync_dir(out_dir)
     tmp = out_dir / f".{INDEX}.tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(index, indent=1) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, index_path)
-    _fsync_dir(out_dir)
+    fsync_dir(out_dir)
     keep = {s["file"] for e in entries.values() for a in (e["x"], e["y"]) if a for s in a["shards"]}
     for path in out_dir.iterdir():  # shards of an earlier pack that this one does not use
         if _SHARD_FILE.match(path.name) and path.name not in keep:
@@ -233,11 +226,6 @@ def pack_dataset(
 
 
 # ---- reading ----------------------------------------------------------------------------------
-
-
-def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class _Shard:
@@ -399,7 +387,7 @@ class ShardedArray:
         if self._verify != "none" and not self._verified[k]:
             path = self.files[k]
             try:
-                sha = _sha256_file(path)
+                sha = sha256_file(path)
             except FileNotFoundError:
                 raise ShardError(f"shard {path} is missing") from None
             if sha != self._sha[k]:
