@@ -119,6 +119,8 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast of the forward pass; fp16 on CUDA)
     compile: bool = False  # torch.compile the encoder and decoder networks
+    micro_batches: int = 0  # parts of each global batch with their own seeded draws (0: one per
+    # process); a run keeps its value, so a resume with another number of processes continues it
     deterministic: bool = False  # torch.use_deterministic_algorithms for exact resume
     eval_every: int = 1  # epochs between test-ELBO evaluations
     checkpoint_every: int = 1  # epochs between checkpoints

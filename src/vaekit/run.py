@@ -23,6 +23,7 @@ from .checkpoint import load_config_of, load_state, reset_run
 from .config import AUTO, Config, DataInfo
 from .data import DataPrep, Dataset, load_dataset
 from .devices import autocast, grad_scaler, resolve_device
+from .distributed import World, init_world
 from .models import VAE, build_model, resolve_auto
 from .objectives import Objective, objective_from_config
 
@@ -49,6 +50,7 @@ class Run:
     n_batches: int  # optimizer steps per epoch
     device: torch.device = torch.device("cpu")
     scaler: torch.amp.GradScaler | None = None  # float16 training only
+    world: World = World()  # this process among the data-parallel processes
     epoch: int = 0  # where the loop starts (a resumed run: where it stopped)
     step: int = 0
     batch_in_epoch: int = 0
@@ -73,7 +75,9 @@ def default_epochs(n_batches: int) -> int:
     )
 
 
-def resolve(cfg: Config, ds: Dataset, saved: DataInfo | None = None) -> Config:
+def resolve(
+    cfg: Config, ds: Dataset, saved: DataInfo | None = None, world: World = World()
+) -> Config:
     """A copy of ``cfg`` with every ``auto`` decided for ``ds`` and ``data_info`` filled.
 
     ``saved`` (a resumed run's ``data_info``) must agree with the data: a changed table schema,
@@ -97,6 +101,13 @@ def resolve(cfg: Config, ds: Dataset, saved: DataInfo | None = None) -> Config:
     cfg.model = resolve_auto(cfg.model, info)
     if cfg.train.epochs is None:
         cfg.train.epochs = default_epochs(batches_per_epoch(len(ds.train), cfg.train.batch_size))
+    tc = cfg.train
+    tc.micro_batches = tc.micro_batches or world.size
+    if tc.micro_batches % world.size or tc.batch_size % tc.micro_batches:
+        raise ValueError(
+            f"train.micro_batches ({tc.micro_batches}) must be a multiple of the number of "
+            f"processes ({world.size}) and divide train.batch_size ({tc.batch_size})"
+        )
     return cfg
 
 
@@ -135,13 +146,17 @@ def setup(
         torch.use_deterministic_algorithms(tc.deterministic)  # its first call costs ~2 s of imports
     torch.manual_seed(tc.seed)
 
+    device = resolve_device(tc.device)
+    autocast(device, tc.precision)  # refuses an unknown precision, or fp16 without CUDA
+    world = init_world(device)
+    if world.size > 1 and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+
     ds = dataset or load_dataset(  # ``dataset``: in-memory data (e.g. a DataFrame's table)
         cfg.data.dataset, data_dir, train_limit=cfg.data.train_limit, test_limit=cfg.data.test_limit
     )
-    cfg = resolve(cfg, ds, saved_info)
+    cfg = resolve(cfg, ds, saved_info, world)
     tc = cfg.train
-    device = resolve_device(tc.device)
-    autocast(device, tc.precision)  # refuses an unknown precision, or fp16 without CUDA
     model = build_model(cfg.model, cfg.data_info)
     prep = DataPrep(model.likelihood, cfg.data.binarize)
     cfg.data.binarize = prep.binarize
@@ -164,21 +179,27 @@ def setup(
         n_batches=batches_per_epoch(len(ds.train), tc.batch_size),
         device=device,
         scaler=grad_scaler(device, tc.precision),
+        world=world,
     )  # fmt: skip
     total = run.n_batches * tc.epochs
-    if total < FEW_STEPS or run.n_batches < 5:
+    if (total < FEW_STEPS or run.n_batches < 5) and world.main:
         log(
             f"note: this run makes {total} optimizer steps ({run.n_batches} per epoch over "
             f"{len(ds.train)} training examples, batch size {tc.batch_size}); a smaller "
             "--batch-size or more --epochs trains longer"
         )
     if resume:
-        _restore(run, log)
-    else:
+        _restore(run, log if world.main else _quiet)
+    elif world.main:
         out.mkdir(parents=True, exist_ok=True)
         reset_run(out)  # a run started over in an old run's directory must not resume the old one
         cfg.save(out / "config.json")
+    world.barrier()
     return run
+
+
+def _quiet(*args) -> None:
+    pass
 
 
 def _restore(run: Run, log) -> None:

@@ -63,7 +63,9 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # e.g. for `vaekit train --nproc N`, which relaunches itself N times
     try:
         return args.func(args)
     except USER_ERRORS as e:

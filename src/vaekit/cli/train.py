@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from .. import images
 from ..checkpoint import latest_checkpoint, load_run
 from ..config import load_config
+from ..distributed import launch
 from ..evaluation import evaluate
 from ..train import train
 from .options import add_train_options, config_from_args, config_path, split_data
@@ -19,6 +21,8 @@ SCHEDULE_KEYS = ("train.epochs", "train.max_steps", "train.time_limit")
 
 
 def cmd_train(args) -> int:
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(args.nproc, _without_nproc(args.argv))
     if args.resume:
         schedule = any(getattr(args, k.split(".")[1]) is not None for k in SCHEDULE_KEYS)
         cfg = config_from_args(args) if schedule else None
@@ -37,6 +41,18 @@ def cmd_train(args) -> int:
         run = train(cfg, out, data_dir=args.data_dir)
     print(f"run directory: {run}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 DEMO_SHOWN = ("elbo", "recon", "kl", "nll", "nll_stderr", "bpd", "active_units", "n", "k")
@@ -72,6 +88,11 @@ def register(sub) -> None:
     t.add_argument("--out", help="run directory (default runs/DATASET-TIME)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly")
     t.add_argument("--force", action="store_true", help="overwrite an existing run at --out")
+    t.add_argument(
+        "--nproc",
+        type=int,
+        help="data-parallel processes on this machine (torchrun; gloo on CPUs, nccl on CUDA)",
+    )
     add_train_options(t)
     t.set_defaults(func=cmd_train)
 
