@@ -269,3 +269,16 @@ def test_a_reader_refuses_an_index_that_does_not_add_up(packed):
     bad = {**entry, "shards": [{**entry["shards"][0], "file": "../../etc/passwd"}]}
     with pytest.raises(ShardError, match="not a plain file name"):
         ShardedArray(packed, bad, 97)
+
+
+def test_vaekit_pack_then_train_from_the_shards(tmp_path, capsys):
+    from vaekit.cli import main
+
+    out = tmp_path / "packed"
+    assert main(["pack", "digits", str(out), "--rows-per-shard", "400"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train"] == [1500, 1, 8, 8] and summary["test"] == [297, 1, 8, 8]
+    assert len(list(out.glob("*.npy"))) >= 4
+    argv = ["train", "--dataset", summary["spec"], "--hidden", "16", "--latent-dim", "2"]
+    assert main([*argv, "--max-steps", "3", "--no-images", "--out", str(tmp_path / "r")]) == 0
+    assert main(["pack", "digits", str(out)]) == 2  # an existing pack is kept without --force

@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "vaekit.cli.apps",  # anomaly fit|score, denoise, probe
     "vaekit.cli.inference",  # gradvar
     "vaekit.cli.export",  # export (ONNX)
+    "vaekit.cli.data",  # pack (shards)
 )
 
 # What a user can get wrong: one line on stderr and exit status 2, never a traceback.
@@ -41,6 +42,7 @@ USER_ERRORS = (
     NonFiniteError,
     ValueError,
     FileNotFoundError,
+    FileExistsError,
     IsADirectoryError,
     NotADirectoryError,
     PermissionError,
