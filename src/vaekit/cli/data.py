@@ -1,4 +1,4 @@
-"""``vaekit pack``: write a dataset into fixed-size shards that ``shards:PATH`` streams from disk."""
+"""``vaekit pack``: a dataset into fixed-size shards, which ``shards:PATH`` streams from disk."""
 
 from __future__ import annotations
 
