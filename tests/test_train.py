@@ -144,3 +144,28 @@ def test_non_finite_steps_are_skipped_then_stop_the_run_naming_the_term(tmp_path
 def test_grey_levels_with_a_bernoulli_likelihood_fail_before_training(tmp_path):
     with pytest.raises(vaekit.SupportError, match="binarize"):
         vaekit.train(_cfg(**{"data.binarize": "none"}), tmp_path / "grey", log=lambda *_: None)
+
+
+def test_report_iw_samples_appends_the_final_iwae_evaluation(tmp_path):
+    """``train.report_iw_samples`` = K: one final row in metrics.jsonl, the very numbers that
+    ``evaluate`` gives on the fixed test split with the same K and seed."""
+    from vaekit.data import DataPrep, load_dataset
+    from vaekit.evaluation import evaluate
+
+    overrides = {"train.epochs": 1, "train.report_iw_samples": 20}
+    out = vaekit.train(_cfg(**overrides), tmp_path / "iw", log=lambda *_: None)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("final", False) for r in rows] == [False, True]
+    final = rows[-1]
+    assert final["iw_samples"] == 20 and final["epoch"] == 1
+    model = load_run(out)
+    cfg = model.run_config
+    x = DataPrep(model.likelihood, cfg.data.binarize).fixed(load_dataset("digits").test, seed=0)
+    ev = evaluate(model, x, k=20, seed=cfg.data.eval_seed)
+    for key in ("nll", "nll_stderr", "bpd"):
+        assert final[f"test_{key}"] == pytest.approx(ev[key], abs=1e-9), key
+    logged = []
+    ae = _cfg(**overrides, **{"model.kind": "ae"})
+    out = vaekit.train(ae, tmp_path / "ae", log=logged.append)  # no bound: said, not written
+    assert not any('"final"' in line for line in (out / "metrics.jsonl").read_text().splitlines())
+    assert any("no bound" in line for line in logged)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import load_config_of, load_state, reset_run
-from .config import AUTO, Config, DataInfo
+from .config import AUTO, Config, ConfigError, DataInfo
 from .data import DataPrep, Dataset, load_dataset
 from .devices import autocast, grad_scaler, resolve_device
 from .distributed import World, init_world
@@ -157,6 +157,13 @@ def setup(
     )
     cfg = resolve(cfg, ds, saved_info, world)
     tc = cfg.train
+    oc = cfg.objective
+    if oc.free_bits > 0 and oc.free_bits_per == "dim" and cfg.model.prior != "normal":
+        raise ConfigError(
+            f"per-dimension free bits need a KL that splits over latent dimensions; the "
+            f"{cfg.model.prior} prior has none (its per-dim KLs are marginal, see "
+            "distributions.kl_terms): set objective.free_bits_per=group or model.prior=normal"
+        )
     model = build_model(cfg.model, cfg.data_info)
     prep = DataPrep(model.likelihood, cfg.data.binarize)
     cfg.data.binarize = prep.binarize

@@ -122,7 +122,9 @@ class VAE(nn.Module):
             h = self.encoder(inputs, self._condition(y, len(inputs)))
         else:
             h = self.encoder(inputs)
-        loc, raw_scale = h.float().chunk(2, dim=-1)  # float32 under autocast, a no-op otherwise
+        if h.dtype in (torch.float16, torch.bfloat16):  # autocast: the posterior in float32
+            h = h.float()
+        loc, raw_scale = h.chunk(2, dim=-1)
         return diag_gaussian(loc, F.softplus(raw_scale) + MIN_SCALE)
 
     # ---- generative ----------------------------------------------------------------------
