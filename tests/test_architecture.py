@@ -20,7 +20,7 @@ from vaekit.networks import ARCHS, SEQUENCE_ARCHS
 SRC = Path(vaekit.__file__).parent
 # Bottom to top; a module may import from its own layer and the layers below (docs/architecture).
 LAYERS = [
-    {"config", "registry", "version"},
+    {"config", "registry", "version", "devices", "files", "distributed"},
     {"distributions"},
     {"likelihoods", "networks", "priors"},
     {"models"},

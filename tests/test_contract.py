@@ -18,10 +18,10 @@ import vaekit
 from builders import build
 from vaekit.checkpoint import load_run, save_checkpoint
 from vaekit.config import Config
-from vaekit.distributions import kl_per_dim
+from vaekit.distributions import kl_terms
 from vaekit.evaluation import iwae_log_likelihood
 from vaekit.likelihoods.tokens import Tokenizer
-from vaekit.objectives import elbo, log_weights
+from vaekit.objectives import elbo, iwae
 
 SENTENCES = ["the cat sat.", "a dog ran!", "the dog sat, the cat ran.", "a cat?"]
 TOKENIZER = Tokenizer.fit(SENTENCES, "word")
@@ -107,27 +107,45 @@ def test_bound_is_finite_and_below_the_iwae_bound(name):
         res = elbo(model, x, n_samples=4)
         assert torch.isfinite(res.bound).all() and res.bound.shape == (len(x),)
         torch.testing.assert_close(res.bound, res.log_px_z - res.kl)
-        torch.testing.assert_close(res.kl, res.kl_per_dim.sum(-1))
+        kl_t = kl_terms(model.encode(x), model.prior())
+        if kl_t.additive:  # a mixture prior's per-dim KLs are marginal KLs: no such identity
+            torch.testing.assert_close(res.kl, res.kl_per_dim.sum(-1))
         if not getattr(model, "has_bound", True):  # ae, vqvae: no density, and they say so
             assert (res.kl == 0).all()
             with pytest.raises(NotImplementedError, match="point mass"):
                 vaekit.log_likelihood(model, x, k=2)
             return
+        # The package's IWAE bounds against log w computed here from the model's parts, on the
+        # same seeded draws: L_K = logsumexp_k log w_k − log K, and per example
+        # mean_k log w_k ≤ L_K ≤ max_k log w_k (without the −log K, L_K ≥ max_k log w_k).
+        k = 50
+        torch.manual_seed(5)
         qz_x = model.encode(x, check=False)
-        log_w, _ = log_weights(model, x, qz_x, 400)  # (K, B)
-        iwae_k = torch.logsumexp(log_w, 0) - math.log(400)
-        # Jensen on the very same draws: log mean w ≥ mean log w, example by example.
-        assert (iwae_k >= log_w.mean(0) - 1e-5).all()
-        # The KL the bound uses (analytic, per layer, or Monte Carlo) agrees with log q − log p
-        # on the same draws: a consistency check of posterior, prior and KL.
+        z = qz_x.rsample((k,))  # (K, B, D)
+        log_w = model.decode(z).log_prob(x) + model.prior().log_prob(z) - qz_x.log_prob(z)
+        expected = torch.logsumexp(log_w, 0) - math.log(k)
+        torch.manual_seed(5)
+        objective = iwae(model, x, k=k).bound
+        torch.manual_seed(5)
+        evaluation = iwae_log_likelihood(model, x, k=k, chunk=k)
+        for got in (objective, evaluation):
+            torch.testing.assert_close(got, expected)
+            assert (log_w.mean(0) <= got + 1e-5).all()
+            assert (got < log_w.max(0).values).all()
+        # The total KL the bound uses (analytic, per layer given the layers above, or Monte
+        # Carlo) agrees with mean log q − log p on 400 draws (a Monte-Carlo KL: other draws).
+        qz_x = model.encode(x, check=False)
         z = qz_x.rsample((400,))
         log_ratio = qz_x.log_prob(z) - model.prior().log_prob(z)  # (K, B)
-        kl = kl_per_dim(qz_x, model.prior(), z).sum(-1)  # (B,)
+        kl = kl_terms(qz_x, model.prior(), z if kl_t.additive else qz_x.rsample((400,))).total
         se = log_ratio.std(0) / math.sqrt(400)
-        assert ((log_ratio.mean(0) - kl).abs() < 5 * se + 0.05).all()
-        # IWAE with K > 1 is above the ELBO on average (fresh draws).
+        assert ((log_ratio.mean(0) - kl).abs() < 7 * se + 0.05).all()
+        # IWAE with K = 400 is above the ELBO on average (fresh draws; the ELBO from 400 draws
+        # of z ± 3 standard errors: the two can be within noise of each other, as for `deep`).
         big = iwae_log_likelihood(model, x, k=400, chunk=100)
-        assert big.mean() > log_w.mean(0).mean()
+        log_px_z = model.decode(z).log_prob(x)  # (K, B) on the 400 draws above
+        elbo_400 = log_px_z.mean(0) - kl
+        assert big.mean() > elbo_400.mean() - 3 * log_px_z.std(0).mean() / math.sqrt(400)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -227,8 +227,10 @@ def test_a_learned_baseline_is_checkpointed_and_resumed_exactly(tmp_path):
     vaekit.train(_digits_cfg(**cfg), part, resume=True, log=lambda *_: None)
     from safetensors.torch import load_file
 
-    a = load_file(str(full / "state/tensors.safetensors"))
-    c = load_file(str(part / "state/tensors.safetensors"))
+    from vaekit.checkpoint import latest_checkpoint
+
+    a = load_file(str(latest_checkpoint(full) / "state/tensors.safetensors"))
+    c = load_file(str(latest_checkpoint(part) / "state/tensors.safetensors"))
     assert any(key.startswith("objective.baseline.net") for key in a)
     for key in a:
         if key.startswith("objective."):

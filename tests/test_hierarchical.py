@@ -198,7 +198,9 @@ def test_gradient_skipping_skips_and_counts(tmp_path):
     assert row["grad_skipped_steps"] == row["step"] == 15
     from safetensors.torch import load_file
 
-    state = load_file(str(run / "state/tensors.safetensors"))
+    from vaekit.checkpoint import latest_checkpoint
+
+    state = load_file(str(latest_checkpoint(run) / "state/tensors.safetensors"))
     assert not [k for k in state if k.startswith("opt.")]  # Adam never stepped: no moments
     assert "test_kl_per_layer" in row and len(row["test_kl_per_layer"]) == 2
 

@@ -95,7 +95,10 @@ def test_evaluate_reports_gaps_and_ais(run, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["amortization_gap"] == pytest.approx(r["elbo_refined"] - r["elbo_amortized"])
     assert r["amortization_gap"] > 0  # refining from the encoder's output only helps
-    assert r["approximation_gap"] == pytest.approx(-r["nll"] - r["elbo_refined"])
+    # Both gaps are paired with the very IWAE values behind the printed nll, example by example.
+    assert r["approximation_gap"] == pytest.approx(-r["nll"] - r["elbo_refined"], abs=1e-9)
+    assert 0 < r["approximation_gap_stderr"] < 1
+    assert r["ais_minus_iwae"] == pytest.approx(r["nll"] - r["ais_nll"], abs=1e-9)
     assert abs(r["ais_minus_iwae"]) < 3 * r["ais_minus_iwae_stderr"] + 0.5
     assert r["ais_nll"] < -r["elbo_amortized"]  # log p(x) estimates sit above the ELBO
     saved = json.loads((run / "eval-test-k200.json").read_text())

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import vaekit
-from vaekit.checkpoint import CheckpointError, load_run
+from vaekit.checkpoint import CheckpointError, latest_checkpoint, load_run
 from vaekit.config import load_config
 
 
@@ -31,15 +31,17 @@ def run(tmp_path_factory):
 
 
 def test_run_directory_is_self_describing(run):
+    for name in ("config.json", "model.safetensors", "manifest.json", "metrics.jsonl"):
+        assert (run / name).is_file(), name
+    ckpt = latest_checkpoint(run)
+    assert ckpt.parent == run / "ckpt" and (run / "ckpt/LATEST").read_text().strip() == ckpt.name
     for name in (
         "config.json",
         "model.safetensors",
-        "manifest.json",
-        "metrics.jsonl",
         "state/trainer.json",
         "state/tensors.safetensors",
     ):
-        assert (run / name).is_file(), name
+        assert (ckpt / name).is_file(), name
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["data_info"]["event_shape"] == [1, 8, 8] and cfg["data"]["binarize"] == "dynamic"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -63,7 +65,7 @@ def test_checkpoint_round_trip_reproduces_outputs_exactly(run):
 def test_resume_after_interruption_matches_an_uninterrupted_run(run, tmp_path):
     out = tmp_path / "interrupted"
     vaekit.train(_cfg(**{"train.max_steps": 30}), out, log=lambda *_: None)  # stops mid-epoch 2
-    trainer = json.loads((out / "state/trainer.json").read_text())
+    trainer = json.loads((latest_checkpoint(out) / "state/trainer.json").read_text())
     assert trainer["step"] == 30 and trainer["epoch"] == 1 and trainer["batch_in_epoch"] > 0
     vaekit.train(None, out, resume=True, log=lambda *_: None)
     full, resumed = (
@@ -73,8 +75,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(run, tmp_path):
     assert full.keys() == resumed.keys()
     for name in full:
         assert torch.equal(full[name], resumed[name]), name
-    opt_a = load_file(str(run / "state/tensors.safetensors"))
-    opt_b = load_file(str(out / "state/tensors.safetensors"))
+    opt_a = load_file(str(latest_checkpoint(run) / "state/tensors.safetensors"))
+    opt_b = load_file(str(latest_checkpoint(out) / "state/tensors.safetensors"))
     for name in opt_a:
         assert torch.equal(opt_a[name], opt_b[name]), name
 
@@ -142,3 +144,28 @@ def test_non_finite_steps_are_skipped_then_stop_the_run_naming_the_term(tmp_path
 def test_grey_levels_with_a_bernoulli_likelihood_fail_before_training(tmp_path):
     with pytest.raises(vaekit.SupportError, match="binarize"):
         vaekit.train(_cfg(**{"data.binarize": "none"}), tmp_path / "grey", log=lambda *_: None)
+
+
+def test_report_iw_samples_appends_the_final_iwae_evaluation(tmp_path):
+    """``train.report_iw_samples`` = K: one final row in metrics.jsonl, the very numbers that
+    ``evaluate`` gives on the fixed test split with the same K and seed."""
+    from vaekit.data import DataPrep, load_dataset
+    from vaekit.evaluation import evaluate
+
+    overrides = {"train.epochs": 1, "train.report_iw_samples": 20}
+    out = vaekit.train(_cfg(**overrides), tmp_path / "iw", log=lambda *_: None)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("final", False) for r in rows] == [False, True]
+    final = rows[-1]
+    assert final["iw_samples"] == 20 and final["epoch"] == 1
+    model = load_run(out)
+    cfg = model.run_config
+    x = DataPrep(model.likelihood, cfg.data.binarize).fixed(load_dataset("digits").test, seed=0)
+    ev = evaluate(model, x, k=20, seed=cfg.data.eval_seed)
+    for key in ("nll", "nll_stderr", "bpd"):
+        assert final[f"test_{key}"] == pytest.approx(ev[key], abs=1e-9), key
+    logged = []
+    ae = _cfg(**overrides, **{"model.kind": "ae"})
+    out = vaekit.train(ae, tmp_path / "ae", log=logged.append)  # no bound: said, not written
+    assert not any('"final"' in line for line in (out / "metrics.jsonl").read_text().splitlines())
+    assert any("no bound" in line for line in logged)

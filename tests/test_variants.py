@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from test_contract import NAMES, make
 
 import vaekit
+from vaekit.checkpoint import latest_checkpoint
 from vaekit.cli import build_parser
 from vaekit.config import ObjectiveConfig, load_config
 from vaekit.objectives import PENALTIES, elbo, gaussian_parameters, objective_from_config
@@ -215,15 +216,16 @@ def test_factor_vae_resumes_exactly_discriminator_and_its_adam_included(tmp_path
     full = vaekit.train(_cfg(), tmp_path / "full", log=lambda *_: None)
     out = tmp_path / "interrupted"
     vaekit.train(_cfg(**{"train.max_steps": 30}), out, log=lambda *_: None)
-    trainer = json.loads((out / "state/trainer.json").read_text())
+    trainer = json.loads((latest_checkpoint(out) / "state/trainer.json").read_text())
     assert trainer["step"] == 30 and "aux" in trainer["optimizers"]
     vaekit.train(None, out, resume=True, log=lambda *_: None)
     for name in ("model.safetensors", "state/tensors.safetensors"):
-        a, b = load_file(str(full / name)), load_file(str(out / name))
+        a = load_file(str(latest_checkpoint(full) / name))
+        b = load_file(str(latest_checkpoint(out) / name))
         assert a.keys() == b.keys(), name
         for key in a:
             assert torch.equal(a[key], b[key]), key
-    tensors = load_file(str(full / "state/tensors.safetensors"))
+    tensors = load_file(str(latest_checkpoint(full) / "state/tensors.safetensors"))
     assert any(k.startswith("objective.discriminator.") for k in tensors)
     assert any(k.startswith("opt_aux.") and k.endswith("exp_avg") for k in tensors)
     rows = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent
 
-from .distributions import diag_gaussian, kl_per_dim
+from .distributions import SupportError, diag_gaussian, kl_terms
 from .evaluation import iwae_log_likelihood
 from .latent import encode
 from .likelihoods.tabular import MixedColumns, TabularLikelihood
@@ -45,6 +45,7 @@ __all__ = [
     "corrupt",
     "psnr",
     "masked_log_prob",
+    "check_inputs",
     "reconstruct",
     "infer_posterior",
     "denoise",
@@ -274,9 +275,29 @@ def masked_log_prob(px_z: Distribution, x: Tensor, observed: Tensor) -> Tensor:
     return lp.flatten(-px_z.reinterpreted_batch_ndims).sum(-1)
 
 
+def check_inputs(model, x: Tensor, observed: Tensor | None = None) -> None:
+    """Every row of (possibly corrupted) inputs, one pass: the model's event shape and finite
+    values (NaN allowed where a table marks a missing entry); values may leave the support.
+    ``observed``: only those entries must be finite. ``ValueError`` / ``SupportError``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if tuple(x.shape[1:]) != tuple(model.event_shape):
+        shape = ", ".join(map(str, model.event_shape))
+        raise ValueError(f"expected data of shape (batch, {shape}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        return
+    bad = torch.isinf(x) if isinstance(model.likelihood, TabularLikelihood) else ~torch.isfinite(x)
+    if observed is not None:
+        bad = bad & observed
+    if bad.any():
+        raise SupportError("inputs contain NaN or inf values")
+
+
 @torch.no_grad()
 def reconstruct(model, x: Tensor, *, batch_size: int = 500) -> Tensor:
-    """E[x | z = E_q[z|x]] for every row of ``x`` (values need not be in the support)."""
+    """E[x | z = E_q[z|x]] for every row of ``x`` (values need not be in the support: corrupted
+    inputs; shape and finiteness are checked, ``check_inputs``)."""
+    check_inputs(model, x)
     model.eval()
     parts = [
         model.decode(model.encode(_floating(x[i : i + batch_size]), check=False).mean).mean
@@ -299,6 +320,9 @@ def infer_posterior(
     E_q[log p(x_obs|z)] − KL(q ‖ p), by Adam from the encoder's guess (masked entries → 0).
 
     The model is not changed. Returns a posterior with batch shape ``(B,)``."""
+    if observed.shape != x.shape:
+        raise ValueError(f"mask shape {tuple(observed.shape)} differs from {tuple(x.shape)}")
+    check_inputs(model, x, observed)
     model.eval()
     x = x.float()
     filled = torch.where(observed, x, torch.zeros_like(x))
@@ -317,7 +341,7 @@ def infer_posterior(
                 q = diag_gaussian(loc, log_scale.exp())
                 z = q.rsample((n_samples,))  # (S, B, D)
                 bound = masked_log_prob(model.decode(z), x, observed).mean(0)
-                bound = bound - kl_per_dim(q, model.prior(), z).sum(-1)
+                bound = bound - kl_terms(q, model.prior(), z).total
                 opt.zero_grad()
                 (-bound.sum()).backward()
                 opt.step()

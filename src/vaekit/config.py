@@ -140,9 +140,16 @@ class TrainConfig:
     clip_norm: float = 100.0  # gradient-norm clip; 0 turns it off
     seed: int = 0
     threads: int = 1  # torch intra-op threads
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast of the forward pass; fp16 on CUDA)
+    compile: bool = False  # torch.compile the encoder and decoder networks
+    micro_batches: int = 0  # parts of each global batch with their own seeded draws (0: one per
+    # process); a run keeps its value, so a resume with another number of processes continues it
     deterministic: bool = False  # torch.use_deterministic_algorithms for exact resume
     eval_every: int = 1  # epochs between test-ELBO evaluations
     checkpoint_every: int = 1  # epochs between checkpoints
+    checkpoint_every_steps: int = 0  # also a checkpoint every N optimizer steps (0: off)
+    checkpoint_minutes: float = 0.0  # also a checkpoint every N minutes of training (0: off)
     max_nonfinite: int = 20  # consecutive non-finite steps that stop the run
     max_steps: int | None = None  # stop (and checkpoint) after this many optimizer steps in all
     time_limit: float | None = None  # minutes of training after which the run stops cleanly

@@ -9,6 +9,7 @@ heads that build ``px_z`` from decoder outputs live in ``vaekit.likelihoods``.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,8 @@ from torch import Tensor
 from torch.distributions import (
     Distribution,
     Independent,
+    MixtureSameFamily,
+    MultivariateNormal,
     Normal,
     constraints,
     kl_divergence,
@@ -28,6 +31,10 @@ __all__ = [
     "standard_normal",
     "StandardNormal",
     "kl_per_dim",
+    "kl_terms",
+    "KLTerms",
+    "marginal_log_prob",
+    "marginal_kl_per_dim",
     "SupportError",
 ]
 
@@ -72,29 +79,95 @@ def _kl_normal_standard_normal(q: Normal, p: StandardNormal) -> Tensor:
     return kl if fits else kl.expand(torch.broadcast_shapes(qs, ps))
 
 
-def kl_per_dim(qz_x: Distribution, pz: Distribution, z: Tensor | None = None) -> Tensor:
-    """KL(q(z|x) || p(z)) per latent dimension, nats, shape ``(B, D)``.
+class KLTerms(NamedTuple):
+    """KL(q(z|x) ‖ p(z)) of a batch, nats: ``total`` ``(B,)`` (what a bound subtracts) and
+    ``per_dim`` ``(B, D)``. ``additive``: ``per_dim`` sums to ``total`` over dimensions (closed-form
+    and layered KLs); False for a prior that does not factorise over dimensions (a mixture such as
+    the VampPrior), whose ``per_dim`` are the marginal KLs (``marginal_kl_per_dim``).
+    ``per_group`` ``(B, G)``: the KL of each latent layer (bottom → top) where the posterior
+    knows it, else None."""
 
-    Analytic when torch has the pair registered on the factorised base distributions; otherwise a
-    Monte-Carlo estimate ``log q(z) - log p(z)`` from the samples ``z`` of shape ``(S, B, D)``
-    (averaged over S, and spread evenly over dimensions when p(z) does not factorise).
-    A posterior that knows its own decomposition (e.g. the hierarchical model's, per layer) provides
-    ``qz_x.kl_per_dim(pz, z)`` and is asked instead.
+    total: Tensor
+    per_dim: Tensor
+    additive: bool = True
+    per_group: Tensor | None = None
+
+
+def kl_terms(qz_x: Distribution, pz: Distribution, z: Tensor | None = None) -> KLTerms:
+    """KL(q(z|x) ‖ p(z)): the total ``(B,)`` and a per-dimension decomposition ``(B, D)``, nats.
+
+    - A posterior that knows its own decomposition (the hierarchical and deep models' layers,
+      the autoencoder's 0) is asked: ``qz_x.kl_terms(pz, z)`` or ``qz_x.kl_per_dim(pz, z)``.
+    - Closed form when torch registers the pair on the factorised base distributions:
+      KL = Σ_d KL_d exactly.
+    - Otherwise (e.g. the VampPrior, p(z) = (1/K) Σ_k N(z; μ_k, diag σ_k²)) the total is the
+      Monte-Carlo estimate mean_S [log q(z|x) − log p(z)] on the draws ``z`` ``(S, B, D)`` (one
+      fresh draw when None), and ``per_dim`` are the marginal KLs
+      KL_d = E_q[log q_d(z_d) − log p_d(z_d)] with p_d the prior's 1-D marginal (a 1-D mixture)
+      on the same draws (``marginal_kl_per_dim``). Those do *not* sum to the total in general
+      (``additive=False``): dependence between dimensions under p(z) is in the total only.
     """
-    own = getattr(qz_x, "kl_per_dim", None)
+    own = getattr(qz_x, "kl_terms", None)
     if own is not None:
         return own(pz, z)
+    own = getattr(qz_x, "kl_per_dim", None)
+    if own is not None:
+        per_dim = own(pz, z)
+        return KLTerms(per_dim.sum(-1), per_dim)
     base_q = getattr(qz_x, "base_dist", qz_x)
     base_p = getattr(pz, "base_dist", pz)
     try:
-        return kl_divergence(base_q, base_p).expand(base_q.batch_shape)
+        per_dim = kl_divergence(base_q, base_p).expand(base_q.batch_shape)
+        return KLTerms(per_dim.sum(-1), per_dim)
     except NotImplementedError:
         pass
     if z is None:
         z = qz_x.rsample((1,))
-    mc = (qz_x.log_prob(z) - pz.log_prob(z)).mean(0)  # (B,)
-    d = z.shape[-1]
-    return (mc / d).unsqueeze(-1).expand(*mc.shape, d)
+    total = (qz_x.log_prob(z) - pz.log_prob(z)).mean(0)  # (B,)
+    return KLTerms(total, marginal_kl_per_dim(qz_x, pz, z), additive=False)
+
+
+def kl_per_dim(qz_x: Distribution, pz: Distribution, z: Tensor | None = None) -> Tensor:
+    """The per-dimension KL of ``kl_terms`` ``(B, D)``, nats: exact terms of the total KL for a
+    factorised or layered prior, the marginal KLs for a mixture prior (see ``kl_terms``)."""
+    return kl_terms(qz_x, pz, z).per_dim
+
+
+def marginal_log_prob(pz: Distribution, z: Tensor) -> Tensor:
+    """log p_d(z_d), the log density of each coordinate under the prior's 1-D marginal,
+    ``z.shape`` nats. A mixture of diagonal Gaussians (the VampPrior) has the 1-D mixture
+    marginals log p_d(z_d) = logsumexp_k [log π_k + log N(z_d; μ_kd, σ_kd²)]; a full-covariance
+    Gaussian N(μ, Σ) has N(μ_d, Σ_dd)."""
+    if isinstance(pz, MixtureSameFamily):
+        comps = pz.component_distribution
+        normal = getattr(comps, "base_dist", None)
+        if isinstance(comps, Independent) and isinstance(normal, Normal):
+            log_pi = pz.mixture_distribution.logits.log_softmax(-1)  # (K,)
+            lp = Normal(normal.loc, normal.scale, validate_args=False).log_prob(z.unsqueeze(-2))
+            return torch.logsumexp(lp + log_pi.unsqueeze(-1), -2)  # (..., K, D) → (..., D)
+    if isinstance(pz, MultivariateNormal):
+        sd = pz.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
+        return Normal(pz.loc, sd, validate_args=False).log_prob(z)
+    raise ValueError(
+        f"no per-dimension KL for the prior {type(pz).__name__}: it has no closed-form KL and "
+        "no known 1-D marginals"
+    )
+
+
+@torch.no_grad()
+def marginal_kl_per_dim(qz_x: Distribution, pz: Distribution, z: Tensor) -> Tensor:
+    """KL_d = mean_S [log q_d(z_d) − log p_d(z_d)] ``(B, D)`` nats on the draws ``z``
+    ``(S, B, D)`` from the diagonal Gaussian q(z|x): the Monte-Carlo KL of each coordinate's
+    posterior marginal to the prior's (``marginal_log_prob``). Each is ≥ 0 in expectation, is 0
+    for a dimension whose posterior is the prior's marginal (an inactive unit) and measures how
+    much that coordinate alone tells about x. Reporting only: computed without gradient."""
+    base_q = getattr(qz_x, "base_dist", None)
+    if not isinstance(base_q, Normal):
+        raise ValueError(
+            f"a per-dimension KL to a mixture prior needs a diagonal Gaussian posterior, got "
+            f"{type(qz_x).__name__}"
+        )
+    return (base_q.log_prob(z) - marginal_log_prob(pz, z)).mean(0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,11 +13,33 @@ from torch import Tensor
 
 from .objectives import elbo, log_weights
 
-__all__ = ["iwae_log_likelihood", "log_likelihood", "evaluate", "bits_per_dim", "PRECISIONS"]
+__all__ = [
+    "iwae_log_likelihood",
+    "log_likelihood",
+    "evaluate",
+    "bits_per_dim",
+    "standard_error",
+    "as_model_input",
+    "PRECISIONS",
+]
 
 
 PRECISIONS = ("fp32", "bf16")
 ROWS_PER_PASS = 1024  # decoder rows per pass: an efficient GEMM, activations stay in cache
+
+
+def as_model_input(model, x: Tensor) -> Tensor:
+    """``x`` as floats of the model's dtype (uint8 levels, float32 data for a float64 model)."""
+    p = next(model.parameters(), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def standard_error(values: Tensor) -> float:
+    """Standard error of the mean of ``values`` ``(N,)``: sd / √N with the unbiased (N − 1) sd;
+    NaN for N < 2."""
+    n = len(values)
+    return float(values.double().std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
 
 
 def draws_per_pass(batch: int, k: int, chunk: int | None = None) -> int:
@@ -61,11 +83,12 @@ def log_likelihood(
     """IWAE estimate of log p(x) with ``k`` importance samples, ``(B,)`` nats; ``x`` is checked
     (shape, finiteness, the likelihood's support) first."""
     model.check(x)
-    return iwae_log_likelihood(model, x.float(), y, k=k, chunk=chunk)
+    return iwae_log_likelihood(model, as_model_input(model, x), y, k=k, chunk=chunk)
 
 
 def bits_per_dim(nll_nats: float, n_dims: int, offset_per_dim: float = 0.0) -> float:
-    """bits/dim = (NLL / D + offset) / ln 2; ``offset`` converts a density to discrete levels."""
+    """bits/dim = (NLL / D + offset) / ln 2; ``offset`` converts a density to discrete levels
+    (``Likelihood.nats_offset_per_dim``: log 256 for a density on dequantized 8-bit data)."""
     return (nll_nats / n_dims + offset_per_dim) / math.log(2.0)
 
 
@@ -82,39 +105,55 @@ def evaluate(
     progress=None,
     labels: Tensor | None = None,
     precision: str = "fp32",
+    check: bool = True,
+    per_example: bool = False,
 ) -> dict:
     """Evaluate ``model`` on ``x`` (values in the likelihood's support), seeded.
 
     Returns ``elbo``, ``recon``, ``kl`` (means, nats), ``nll`` = −IWAE_K bound and its standard
-    error ``nll_stderr`` over examples, ``bpd``, ``active_units`` (dims whose mean KL exceeds
-    ``kl_threshold`` nats), ``kl_per_dim``, ``k`` and ``n``. ``k=0`` skips the IWAE estimate.
+    error ``nll_stderr`` = sd/√N over the N examples, ``bpd`` and ``elbo_bpd``
+    (``bits_per_dim``), ``active_units`` (dims whose mean KL exceeds ``kl_threshold`` nats),
+    ``kl_per_dim``, ``k`` and ``n``. ``k=0`` skips the IWAE estimate. For a prior without a
+    closed-form KL (VampPrior) ``kl`` is Monte Carlo and ``kl_per_dim`` are the marginal KLs of
+    ``distributions.kl_terms``, which do not sum to ``kl``.
     ``precision`` (fp32 | bf16) applies to the IWAE estimate (see ``iwae_log_likelihood``).
     ``labels`` condition a conditional model (its NLL is then the conditional −log p(x|y)).
     A hierarchical model adds ``kl_per_layer`` (bottom → top); a text model ``nll_per_token`` and
     ``elbo_per_token`` (nats per token, ``<eos>`` included). A model without a bound
     (``has_bound = False``: the autoencoder, the VQ-VAE) reports ``recon`` only — no ``elbo``,
     ``kl``, ``elbo_bpd`` or IWAE — plus what its kind adds (``model.evaluation_extras``: the
-    VQ-VAE's PSNR and code bits).
+    VQ-VAE's PSNR and code bits). ``check`` validates every row of ``x`` first (one vectorized
+    pass; off where the caller already did). ``per_example`` adds ``per_example``: ``{"elbo":
+    (N,), "log_px": (N,)}`` float64 tensors (log_px: the IWAE estimate behind ``nll``), for
+    paired comparisons on the same examples.
     """
     if not model.has_bound:
         k = 0
     model.eval()
-    model.check(x[:1])
+    if check:
+        model.check(x)
+    device = model.device
     sums = {"bound": 0.0, "recon": 0.0, "kl": 0.0}
     kl_dims = torch.zeros(model.latent_dim, dtype=torch.float64)
-    log_px = []
+    kl_layers = None
+    log_px, bounds = [], []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size].float()
-            yb = None if labels is None else labels[start : start + batch_size]
+            xb = as_model_input(model, x[start : start + batch_size].to(device))
+            yb = None if labels is None else labels[start : start + batch_size].to(device)
             res, lp = _evaluate_batch(model, xb, yb, k, chunk, precision)
             if lp is not None:
                 log_px.append(lp)
+            if per_example:
+                bounds.append(res.bound.double())
             sums["bound"] += float(res.bound.sum())
             sums["recon"] += float(res.log_px_z.sum())
             sums["kl"] += float(res.kl.sum())
             kl_dims += res.kl_per_dim.sum(0).double()
+            if res.kl_per_group is not None:
+                layers = res.kl_per_group.sum(0).double()
+                kl_layers = layers if kl_layers is None else kl_layers + layers
             if progress is not None:
                 progress(len(xb))
     n = len(x)
@@ -129,15 +168,15 @@ def evaluate(
     if log_px:
         lp = torch.cat(log_px)
         out["nll"] = float(-lp.mean())
-        out["nll_stderr"] = float(lp.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+        out["nll_stderr"] = standard_error(lp)
         out["bpd"] = bits_per_dim(out["nll"], model.n_dims, offset)
-    out["elbo_bpd"] = bits_per_dim(-out["elbo"], model.n_dims, offset)
+    if model.has_bound:  # an autoencoder's "elbo" is its reconstruction term: no bound, no bpd
+        out["elbo_bpd"] = bits_per_dim(-out["elbo"], model.n_dims, offset)
     kl_mean = (kl_dims / n).float()
     out["active_units"] = int((kl_mean > kl_threshold).sum())
     out["kl_per_dim"] = [round(float(v), 5) for v in kl_mean]
-    groups = model.latent_groups
-    if groups:
-        out["kl_per_layer"] = [round(float(g.sum()), 5) for g in kl_mean.split(groups)]
+    if kl_layers is not None:
+        out["kl_per_layer"] = [round(float(v), 5) for v in kl_layers / n]
     if not model.has_bound:  # nothing here is a bound on log p(x): say only what it is
         for key in ("elbo", "kl", "elbo_bpd", "active_units", "kl_per_dim"):
             out.pop(key, None)
@@ -150,9 +189,15 @@ def evaluate(
     if units is not None:
         tokens = float(units.sum()) / n
         out["tokens_per_example"] = tokens
-        out["elbo_per_token"] = out["elbo"] / tokens
+        if "elbo" in out:
+            out["elbo_per_token"] = out["elbo"] / tokens
         if "nll" in out:
             out["nll_per_token"] = out["nll"] / tokens
+    if per_example:
+        out["per_example"] = {
+            "elbo": torch.cat(bounds),
+            "log_px": torch.cat(log_px) if log_px else None,
+        }
     return out
 
 

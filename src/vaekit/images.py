@@ -75,6 +75,8 @@ def samples(
 def reconstructions(model, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """Inputs and E[x | z = posterior mean] interleaved in pairs of rows, in [0, 1]."""
     # a conditional model reconstructs given each input's label
+    x = x.to(model.device)
+    labels = None if labels is None else labels.to(model.device)
     recon = model.decode(model.encode(x, labels, check=False).mean, labels).mean
     pairs = torch.stack([_to_unit(model, x.float()), _to_unit(model, recon)], 1)  # (N, 2, C, H, W)
     n = len(x)
@@ -97,8 +99,9 @@ def interpolation(
     """Decoded means along a path (``linear`` or ``slerp``) between the posterior means of two
     examples ``x_a``, ``x_b`` of shape ``event_shape``; returns ``(steps, C, H, W)`` in [0, 1].
     ``y`` (one label) conditions a conditional model along the whole path."""
-    yy = None if y is None else y.reshape(1)
-    mu = model.encode(torch.stack([x_a, x_b]).float(), yy, check=False).mean  # (2, D)
+    yy = None if y is None else y.reshape(1).to(model.device)
+    pair = torch.stack([x_a, x_b]).float().to(model.device)
+    mu = model.encode(pair, yy, check=False).mean  # (2, D)
     return _to_unit(model, model.decode(PATHS[path](mu[0], mu[1], steps), yy).mean)
 
 

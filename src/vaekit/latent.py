@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .distributions import kl_per_dim
+from .evaluation import as_model_input
 
 __all__ = [
     "lerp",
@@ -76,16 +77,16 @@ PATHS = {"linear": lerp, "slerp": slerp}
 
 
 def _batches(model, x: Tensor, batch_size: int):
-    """q(z|x) for consecutive ``batch_size`` slices of ``x`` (checked once, up front)."""
+    """q(z|x) for consecutive ``batch_size`` slices of ``x`` (every row checked once, up front:
+    shape, finiteness, the likelihood's support; ``SupportError`` otherwise)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if len(x) == 0:
         raise ValueError("no examples to encode")
     model.eval()
-    model.check(x[:1])
+    model.check(x)
     for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        yield model.encode(xb if xb.is_floating_point() else xb.float())
+        yield model.encode(as_model_input(model, x[start : start + batch_size]), check=False)
 
 
 @torch.no_grad()
@@ -105,7 +106,8 @@ def encode(
 @torch.no_grad()
 def kl_by_dim(model, x: Tensor, *, batch_size: int = 512, seed: int = 0) -> Tensor:
     """Mean over ``x`` of KL(q(z|x) ‖ p(z)) per latent dimension (``distributions.kl_per_dim``:
-    analytic where torch knows the pair, else Monte-Carlo, seeded); ``(D,)`` nats."""
+    analytic where torch knows the pair; for a mixture prior such as the VampPrior the KL of each
+    coordinate's marginals, Monte Carlo, seeded); ``(D,)`` nats."""
     total, pz = 0.0, model.prior()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -117,8 +119,8 @@ def kl_by_dim(model, x: Tensor, *, batch_size: int = 512, seed: int = 0) -> Tens
 def dims_by_kl(model, x: Tensor, *, batch_size: int = 512) -> tuple[Tensor, Tensor]:
     """Latent dimensions ordered by use: (indices by decreasing mean KL ``(D,)``, that KL).
 
-    Ties (e.g. a prior without per-dimension KL, whose KL is spread evenly) are broken by the
-    variance of the posterior means over ``x``, the other usual measure of use."""
+    Ties (e.g. collapsed dimensions, all at KL 0) are broken by the variance of the posterior
+    means over ``x``, the other usual measure of use."""
     kl = kl_by_dim(model, x, batch_size=batch_size)
     by_var = torch.argsort(encode(model, x, batch_size=batch_size).var(0), descending=True)
     order = by_var[torch.argsort(kl[by_var], descending=True, stable=True)]

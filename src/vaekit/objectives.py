@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
-from .distributions import kl_per_dim
+from .distributions import KLTerms, kl_terms
 from .estimators import (
     BASELINES,
     Baseline,
@@ -61,6 +61,7 @@ __all__ = [
     "kl_weight",
     "kl_balanced",
     "kl_balance_coefficients",
+    "group_kl",
     "Objective",
     "OBJECTIVES",
     "ESTIMATORS",
@@ -79,7 +80,8 @@ class ObjectiveResult:
     bound: Tensor  # (B,) lower bound on log p(x), maximized
     log_px_z: Tensor  # (B,) reconstruction term E_q[log p(x|z)]
     kl: Tensor  # (B,) KL(q(z|x) || p(z)) (for IWAE: the single-sample estimate, for logging)
-    kl_per_dim: Tensor  # (B, D)
+    kl_per_dim: Tensor  # (B, D); for a mixture prior the marginal KLs (see distributions.kl_terms)
+    kl_per_group: Tensor | None = None  # (B, G) KL of each latent layer (layered models)
     z: Tensor | None = None  # (S, B, D) the draws of q(z|x) the estimate used (elbo)
     terms: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # a penalty's, detached
 
@@ -123,6 +125,9 @@ def elbo(
     hierarchical model) puts the floor on each group's KL instead: β·Σ_g max(λ, mean_B KL_g).
     ``check`` validates ``x`` (shape, finiteness, support; one pass) — off where the caller
     already did, as the training loop and ``evaluate``.
+    With a prior without a closed-form KL (the VampPrior) the KL is the Monte-Carlo estimate and
+    ``kl_per_dim`` are marginal KLs that do not add up to it, so per-dimension free bits are
+    refused there (``ValueError``); ``free_bits_groups`` floors the groups' true KLs.
     A posterior with its own training terms (``qz_x.training_loss()``, the VQ-VAE's commitment
     and code-prior NLL) adds them to the loss and logs ``qz_x.training_terms()``.
     """
@@ -135,10 +140,10 @@ def elbo(
     log_px_z_s = model.decode(z, y).log_prob(x)  # (S, B)
     log_px_z = log_px_z_s.mean(0)  # (B,)
     # A Monte-Carlo KL (no analytic form) needs reparameterized draws: its own for score.
-    kl_d = kl_per_dim(qz_x, pz, None if estimator == "score" else z)  # (B, D)
-    kl = kl_d.sum(-1)
+    kl_t = kl_terms(qz_x, pz, None if estimator == "score" else z)
+    kl, kl_d = kl_t.total, kl_t.per_dim  # (B,), (B, D)
     bound = log_px_z - kl
-    kl_term = kl if free_bits <= 0 else _floored_kl(kl_d.mean(0), free_bits, free_bits_groups)
+    kl_term = kl if free_bits <= 0 else _floored_kl(kl_t, free_bits, free_bits_groups)
     loss = -(log_px_z - beta * kl_term).mean()
     terms = {}
     own = getattr(qz_x, "training_loss", None)
@@ -163,14 +168,39 @@ def elbo(
         loss = with_gradient_of(loss, -(log_px_z_s + beta * log_r).mean())
     elif estimator != "reparam":
         raise ValueError(f"elbo takes estimator reparam, score or stl, not {estimator!r}")
-    return ObjectiveResult(loss, bound, log_px_z, kl, kl_d, z=z, terms=terms)
+    return ObjectiveResult(
+        loss, bound, log_px_z, kl, kl_d, _layer_kl(model, kl_t), z=z, terms=terms
+    )
 
 
-def _floored_kl(kl_mean: Tensor, free_bits: float, groups: list[int] | None) -> Tensor:
-    """Σ max(λ, KL) over latent dimensions, or over groups of them (sizes ``groups``)."""
+def _floored_kl(kl: KLTerms, free_bits: float, groups: list[int] | None) -> Tensor:
+    """Σ max(λ, mean_B KL) over latent dimensions, or over groups of them (sizes ``groups``)."""
     if groups:
-        kl_mean = torch.stack([g.sum() for g in kl_mean.split(list(groups))])
-    return kl_mean.clamp_min(free_bits).sum()
+        return group_kl(kl, groups).mean(0).clamp_min(free_bits).sum()
+    if not kl.additive:
+        raise ValueError(
+            "per-dimension free bits need a KL that splits over latent dimensions; this prior "
+            "(e.g. the VampPrior) has none: use objective.free_bits_per=group or the normal prior"
+        )
+    return kl.per_dim.mean(0).clamp_min(free_bits).sum()
+
+
+def group_kl(kl: KLTerms, groups: list[int]) -> Tensor:
+    """KL of consecutive groups of latent dimensions (sizes ``groups``) ``(B, G)``, nats: the
+    total for one group, the posterior's own per-layer KLs, or sums of exact per-dim terms."""
+    if len(groups) == 1:
+        return kl.total.unsqueeze(-1)
+    if kl.per_group is not None and kl.per_group.shape[-1] == len(groups):
+        return kl.per_group
+    if not kl.additive:
+        raise ValueError("this KL has no exact per-group decomposition (a mixture prior)")
+    return torch.stack([g.sum(-1) for g in kl.per_dim.split(list(groups), -1)], -1)
+
+
+def _layer_kl(model, kl: KLTerms) -> Tensor | None:
+    """The per-layer KL ``(B, G)`` of a model with latent layers, else None."""
+    groups = getattr(model, "latent_groups", None)
+    return group_kl(kl, groups) if groups else None
 
 
 def log_weights(model, x: Tensor, qz_x, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -217,8 +247,10 @@ def iwae(
     if estimator == "dreg":
         square_importance_weights(z, log_w)
     bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,)
-    kl_d = kl_per_dim(qz_x, model.prior())
-    return ObjectiveResult(-bound.mean(), bound, log_px_z.mean(0), kl_d.sum(-1), kl_d)
+    kl_t = kl_terms(qz_x, model.prior())
+    return ObjectiveResult(
+        -bound.mean(), bound, log_px_z.mean(0), kl_t.total, kl_t.per_dim, _layer_kl(model, kl_t)
+    )
 
 
 def kl_balance_coefficients(kl_groups: Tensor, alpha: Tensor) -> Tensor:
@@ -243,8 +275,7 @@ def kl_balanced(res: ObjectiveResult, model, beta: float) -> ObjectiveResult:
     and from β = 1 on it is the plain loss. ``bound``, ``log_px_z``, ``kl`` stay the true values."""
     if beta >= 1.0:
         return res
-    groups = model.latent_groups or [model.latent_dim]
-    kl_groups = torch.stack([g.sum(-1) for g in res.kl_per_dim.split(groups, -1)], -1)  # (B, G)
+    kl_groups = res.kl.unsqueeze(-1) if res.kl_per_group is None else res.kl_per_group  # (B, G)
     gamma = kl_balance_coefficients(kl_groups, model.kl_balance_alpha)  # (G,)
     loss = -(res.log_px_z - beta * (kl_groups * gamma).sum(-1)).mean()
     return dataclasses.replace(res, loss=loss)

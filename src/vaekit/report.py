@@ -111,12 +111,14 @@ def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
-def read_metrics(run: Path) -> list[dict]:
-    """The rows of ``RUN/metrics.jsonl`` (one JSON object per epoch); [] when absent."""
+def read_metrics(run: Path, *, final: bool = False) -> list[dict]:
+    """The rows of ``RUN/metrics.jsonl``, one JSON object per epoch ([] when absent); with
+    ``final=True`` only the final evaluation rows (``"final": true``: report_iw_samples)."""
     path = Path(run) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if bool(r.get("final")) == final]
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -194,6 +196,8 @@ def _evaluation(run: Path, rows: list[dict], extra: dict | None) -> str:
         last = rows[-1]
         keys = ("epoch", "step", "test_elbo", "test_recon", "test_kl", "active_units", "time_s")
         parts.append("<h3>last epoch</h3>" + _table([(k, last[k]) for k in keys if k in last]))
+    for final in read_metrics(run, final=True)[-1:]:
+        parts.append("<h3>end of training (IWAE)</h3>" + _table(list(final.items())))
     evals = sorted(Path(run).glob("eval-*.json"))
     if extra:
         evals = [("computed now", extra)] + evals

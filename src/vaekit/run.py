@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .checkpoint import load_config_of, load_state
-from .config import AUTO, Config, DataInfo
+from .checkpoint import load_config_of, load_state, reset_run
+from .config import AUTO, Config, ConfigError, DataInfo
 from .data import DataPrep, Dataset, load_dataset
+from .devices import autocast, grad_scaler, resolve_device
+from .distributed import World, init_world
 from .models import VAE, build_model, resolve_auto
 from .objectives import Objective, objective_from_config
 
@@ -47,6 +49,9 @@ class Run:
     optimizer: torch.optim.Optimizer
     gen: torch.Generator  # data order and binarization
     n_batches: int  # optimizer steps per epoch
+    device: torch.device = torch.device("cpu")
+    scaler: torch.amp.GradScaler | None = None  # float16 training only
+    world: World = World()  # this process among the data-parallel processes
     aux_optimizer: torch.optim.Optimizer | None = None  # the objective's own (FactorVAE's D)
     epoch: int = 0  # where the loop starts (a resumed run: where it stopped)
     step: int = 0
@@ -72,7 +77,9 @@ def default_epochs(n_batches: int) -> int:
     )
 
 
-def resolve(cfg: Config, ds: Dataset, saved: DataInfo | None = None) -> Config:
+def resolve(
+    cfg: Config, ds: Dataset, saved: DataInfo | None = None, world: World = World()
+) -> Config:
     """A copy of ``cfg`` with every ``auto`` decided for ``ds`` and ``data_info`` filled.
 
     ``saved`` (a resumed run's ``data_info``) must agree with the data: a changed table schema,
@@ -96,6 +103,13 @@ def resolve(cfg: Config, ds: Dataset, saved: DataInfo | None = None) -> Config:
     cfg.model = resolve_auto(cfg.model, info)
     if cfg.train.epochs is None:
         cfg.train.epochs = default_epochs(batches_per_epoch(len(ds.train), cfg.train.batch_size))
+    tc = cfg.train
+    tc.micro_batches = tc.micro_batches or world.size
+    if tc.micro_batches % world.size or tc.batch_size % tc.micro_batches:
+        raise ValueError(
+            f"train.micro_batches ({tc.micro_batches}) must be a multiple of the number of "
+            f"processes ({world.size}) and divide train.batch_size ({tc.batch_size})"
+        )
     return cfg
 
 
@@ -134,11 +148,29 @@ def setup(
         torch.use_deterministic_algorithms(tc.deterministic)  # its first call costs ~2 s of imports
     torch.manual_seed(tc.seed)
 
+    device = resolve_device(tc.device)
+    autocast(device, tc.precision)  # refuses an unknown precision, or fp16 without CUDA
+    world = init_world(device)
+    if world.size > 1 and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+
     ds = dataset or load_dataset(  # ``dataset``: in-memory data (e.g. a DataFrame's table)
         cfg.data.dataset, data_dir, train_limit=cfg.data.train_limit, test_limit=cfg.data.test_limit
     )
-    cfg = resolve(cfg, ds, saved_info)
+    cfg = resolve(cfg, ds, saved_info, world)
     tc = cfg.train
+    oc = cfg.objective
+    if oc.free_bits > 0 and oc.free_bits_per == "dim" and cfg.model.prior != "normal":
+        raise ConfigError(
+            f"per-dimension free bits need a KL that splits over latent dimensions; the "
+            f"{cfg.model.prior} prior has none (its per-dim KLs are marginal, see "
+            "distributions.kl_terms): set objective.free_bits_per=group or model.prior=normal"
+        )
+    if oc.penalty == "factor" and world.size > 1:
+        raise ConfigError(
+            "penalty factor trains its discriminator in one process: data-parallel training "
+            "(--nproc > 1) does not support it yet"
+        )
     model = build_model(cfg.model, cfg.data_info)
     prep = DataPrep(model.likelihood, cfg.data.binarize)
     cfg.data.binarize = prep.binarize
@@ -147,6 +179,11 @@ def setup(
     model.check(prep(ds.train[: tc.batch_size], torch.Generator().manual_seed(0)))
     # may learn: a baseline (optimized with the model), a discriminator (its own Adam)
     objective = objective_from_config(cfg.objective, model, dataset_size=len(ds.train))
+    model.to(device)
+    objective.to(device)
+    if tc.compile:  # in place: parameter names (and so checkpoints) stay as they are
+        model.encoder.compile()
+        model.decoder.compile()
     # fused Adam: one kernel per step on the CPU instead of a Python loop over parameters.
     optimizer = torch.optim.Adam(
         [*model.parameters(), *objective.main_parameters()], lr=tc.lr, fused=True
@@ -155,21 +192,30 @@ def setup(
         cfg, out, ds, model, prep, x_test, objective, optimizer,
         gen=torch.Generator().manual_seed(tc.seed),
         n_batches=batches_per_epoch(len(ds.train), tc.batch_size),
+        device=device,
+        scaler=grad_scaler(device, tc.precision),
+        world=world,
         aux_optimizer=objective.make_aux_optimizer(),
     )  # fmt: skip
     total = run.n_batches * tc.epochs
-    if total < FEW_STEPS or run.n_batches < 5:
+    if (total < FEW_STEPS or run.n_batches < 5) and world.main:
         log(
             f"note: this run makes {total} optimizer steps ({run.n_batches} per epoch over "
             f"{len(ds.train)} training examples, batch size {tc.batch_size}); a smaller "
             "--batch-size or more --epochs trains longer"
         )
     if resume:
-        _restore(run, log)
-    else:
+        _restore(run, log if world.main else _quiet)
+    elif world.main:
         out.mkdir(parents=True, exist_ok=True)
+        reset_run(out)  # a run started over in an old run's directory must not resume the old one
         cfg.save(out / "config.json")
+    world.barrier()
     return run
+
+
+def _quiet(*args) -> None:
+    pass
 
 
 def _restore(run: Run, log) -> None:
@@ -179,6 +225,8 @@ def _restore(run: Run, log) -> None:
     run.epoch, run.step = trainer["epoch"], trainer["step"]
     run.batch_in_epoch = trainer["batch_in_epoch"]
     torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and run.device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], run.device)
     run.gen.set_state(tensors["rng.data"])
     run.perm = tensors.get("data.perm")
     run.objective.load_state_dict(

@@ -4,14 +4,16 @@ resume) is ``run.setup``.
 Batches are sliced from the training split with a seeded permutation per epoch; each step prepares
 the batch (e.g. dynamic binarization), computes the objective, backpropagates, skips non-finite
 steps, clips, and steps Adam with a scheduled learning rate. At epoch ends: test ELBO, metrics,
-TensorBoard, checkpoint. Side effects live here and in ``checkpoint``; the model and the objective
-are pure.
+TensorBoard, checkpoint. After the last epoch, with ``train.report_iw_samples`` = K > 0, one
+final IWAE evaluation (K importance samples) of the test split is appended to metrics.jsonl.
+Side effects live here and in ``checkpoint``; the model and the objective are pure.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -21,10 +23,13 @@ import torch
 from tqdm import tqdm
 
 from . import images
-from .checkpoint import save_checkpoint
+from .checkpoint import acquire_run_lock, save_checkpoint
 from .config import Config
 from .data import Dataset
+from .devices import autocast
+from .distributed import all_sum, average_gradients, micro_seed
 from .evaluation import evaluate
+from .objectives import ObjectiveResult
 from .report import write_report
 from .run import Run, setup
 
@@ -67,35 +72,62 @@ def train(
     """Train a VAE and write a run directory at ``out``; with ``resume=True`` continue it.
 
     Returns the run directory. Stops early (with a checkpoint) at ``train.max_steps``, at
-    ``train.time_limit`` minutes, or on SIGINT/SIGTERM; ``resume`` then continues exactly.
+    ``train.time_limit`` minutes, or on SIGINT/SIGTERM; ``resume`` then continues exactly. One
+    process at a time trains a run directory (``RUN/.lock``); another gets a ``CheckpointError``.
     """
-    run = setup(cfg, out, resume=resume, data_dir=data_dir, dataset=dataset, log=log)
+    out = Path(out)
+    if int(os.environ.get("RANK", "0")) > 0:  # another data-parallel process: rank 0 writes
+        run = setup(cfg, out, resume=resume, data_dir=data_dir, dataset=dataset, log=log)
+        return _loop(run, resume=resume, log=_quiet)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+    with acquire_run_lock(out):  # released on return, on an exception, or when the process dies
+        run = setup(cfg, out, resume=resume, data_dir=data_dir, dataset=dataset, log=log)
+        return _loop(run, resume=resume, log=log)
+
+
+def _quiet(*args) -> None:
+    pass
+
+
+def _loop(run: Run, *, resume: bool, log) -> Path:
+    """The epochs of ``run``, checkpointing into ``run.out``."""
     cfg, tc, out = run.cfg, run.cfg.train, run.out
-    model, objective, optimizer, prep, ds, gen = (
-        run.model, run.objective, run.optimizer, run.prep, run.ds, run.gen
-    )  # fmt: skip
+    model, objective, optimizer, ds, gen = run.model, run.objective, run.optimizer, run.ds, run.gen
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model_params = list(model.parameters())  # gradient clipping: the model's, not a baseline's
     total_steps = run.n_batches * tc.epochs
     epoch, step, batch_in_epoch, perm = run.epoch, run.step, run.batch_in_epoch, run.perm
+    device, scaler, world = run.device, run.scaler, run.world
 
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
+    if not world.main:  # only rank 0 writes
+        writer = _NoWriter()
     stop = _StopFlag()
     t_start = time.monotonic()
     step_seconds = 0.0
     nonfinite_run = nonfinite_total = grad_skipped = 0
     state = {"epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch}
+    last_checkpoint = time.monotonic()
 
     def checkpoint(perm_now) -> None:
+        nonlocal last_checkpoint
+        if not world.main:
+            world.barrier()  # rank 0 writes; the others wait until the checkpoint is complete
+            return
         tensors = {"rng.torch": torch.get_rng_state(), "rng.data": gen.get_state()}
+        if device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
         if perm_now is not None:
             tensors["data.perm"] = perm_now
         tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
         extra = {"aux": run.aux_optimizer} if run.aux_optimizer is not None else None
         trainer = dict(state, nonfinite=nonfinite_total)
         save_checkpoint(out, cfg, model, optimizer, trainer, tensors, extra)
+        last_checkpoint = time.monotonic()
+        world.barrier()
 
     # ---- the loop ------------------------------------------------------------------------------
     while epoch < tc.epochs:
@@ -114,17 +146,18 @@ def train(
         for b in bar:
             t_step = time.perf_counter()
             idx = perm[b * tc.batch_size : (b + 1) * tc.batch_size]
-            x = prep(ds.train[idx], gen)
-            y = None if ds.train_labels is None else ds.train_labels[idx]  # for conditional models
             lr = lr_at(step, total_steps, tc)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            res = objective(model, x, y, step=step)
             for p in params:  # optimizer.zero_grad(set_to_none=True) without its profiler scope
                 p.grad = None
-            res.loss.backward()
+            res, loss_value, metrics = _gradients(run, idx, step)  # this process's share
+            if world.size > 1:  # mean gradients and loss: every rank then decides alike
+                average_gradients(params, world)
+                loss_value = float(all_sum(torch.tensor([loss_value]), world)) / world.size
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             grad_norm = _clip_gradients(model_params, tc.clip_norm)  # one float, no tensors
-            loss_value = float(res.loss.detach())
             if tc.grad_skip and math.isfinite(grad_norm) and grad_norm > tc.grad_skip:
                 grad_skipped += 1  # a gradient spike: no update (as in NVAE / VDVAE)
             elif not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
@@ -138,14 +171,21 @@ def train(
                     )
             else:
                 nonfinite_run = 0
-                optimizer.step()
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)
                 model.after_step()
-                m = res.metrics(loss_value)
+                if world.size > 1:  # running statistics (a baseline's mean, a code fit) agree
+                    _average_buffers([model, objective], world)
+                m = dict(metrics or res.metrics(loss_value))
                 # the objective's own step (FactorVAE's discriminator) on the next batch
                 m.update(objective.after_step(model, _batch(run, perm, b + 1), run.aux_optimizer))
                 for key, value in m.items():
                     sums[key] = sums.get(key, 0.0) + value
                 counted += 1
+            if scaler is not None:
+                scaler.update()  # float16: the loss scale follows overflows
             step += 1
             step_seconds += time.perf_counter() - t_step
             batch_in_epoch = b + 1
@@ -153,12 +193,14 @@ def train(
             if step % 50 == 0:
                 bar.set_postfix(elbo=f"{sums['bound'] / max(counted, 1):.2f}")
                 writer.add_scalar("train/loss", loss_value, step)
-            if _should_stop(tc, step, t_start, stop):
+            if _should_stop(tc, step, t_start, stop, world):
                 bar.close()
                 checkpoint(perm)
                 writer.close()
                 log(f"stopped at epoch {epoch + 1}, step {step}; continue with --resume {out}")
                 return out
+            if batch_in_epoch < run.n_batches and _checkpoint_due(tc, step, last_checkpoint):
+                checkpoint(perm)  # mid-epoch: the permutation and position resume exactly
         bar.close()
 
         # ---- end of epoch: evaluate, log, checkpoint ------------------------------------------
@@ -175,15 +217,20 @@ def train(
             "nonfinite_steps": nonfinite_total,
             "grad_skipped_steps": grad_skipped,
         }
-        row.update({f"train_{k}": v / max(counted, 1) for k, v in sums.items()})
+        totals = all_sum(torch.tensor([*sums.values(), counted], dtype=torch.float64), world)
+        n_counted = max(float(totals[-1]), 1.0)
+        row.update({f"train_{k}": float(v) / n_counted for k, v in zip(sums, totals, strict=False)})
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
             row.update(_test_metrics(run))
-        _log_epoch(out, writer, row, model if tc.images else None, run.x_test, ds.test_labels)
-        log(_summary(row, tc.epochs))
+        if world.main:
+            _log_epoch(out, writer, row, model if tc.images else None, run.x_test, ds.test_labels)
+            log(_summary(row, tc.epochs))
         if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
             checkpoint(None)
 
-    if tc.images:
+    if tc.report_iw_samples and world.main:
+        _final_iwae(run, step, epoch, writer, log)
+    if tc.images and world.main:
         images.write_run_pictures(model, run.x_test, out, labels=ds.test_labels)
         try:  # the report is a convenience: its failure must never lose the trained run
             factors = None if ds.factors is None else ds.factors[1]
@@ -198,6 +245,53 @@ def train(
     return out
 
 
+def _gradients(
+    run: Run, idx: torch.Tensor, step: int
+) -> tuple[ObjectiveResult, float, dict | None]:
+    """Forward and backward of this process's micro-batches of the global batch ``idx``; returns
+    the last result, the mean loss and (several micro-batches) their mean metrics. One process
+    with one micro-batch draws from the run's generators as ever; otherwise micro-batch m draws
+    from generators seeded by (seed, step, m)."""
+    tc, world, device = run.cfg.train, run.world, run.device
+    amp = autocast(device, tc.precision)
+    labels = run.ds.train_labels
+
+    def backward(x, y) -> ObjectiveResult:
+        with amp:
+            res = run.objective(run.model, x.to(device), y, step=step)
+        loss = res.loss / per_rank
+        (loss if run.scaler is None else run.scaler.scale(loss)).backward()
+        return res
+
+    per_rank = tc.micro_batches // world.size
+    if per_rank == 1 and world.size == 1:
+        y = None if labels is None else labels[idx].to(device)  # conditional models
+        res = backward(run.prep(run.ds.train[idx], run.gen), y)
+        return res, float(res.loss.detach()), None
+    size = len(idx) // tc.micro_batches
+    rows = []
+    for m in range(world.rank * per_rank, (world.rank + 1) * per_rank):
+        part = idx[m * size : (m + 1) * size]
+        seed = micro_seed(tc.seed, step, m)
+        y = None if labels is None else labels[part].to(device)
+        x = run.prep(run.ds.train[part], torch.Generator().manual_seed(seed))
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            res = backward(x, y)
+        rows.append(res.metrics())
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    return res, mean["loss"], mean
+
+
+def _average_buffers(modules: list[torch.nn.Module], world) -> None:
+    """Average every floating-point buffer over the processes (they then agree exactly)."""
+    for module in modules:
+        for b in module.buffers():
+            if b.is_floating_point():
+                b.copy_(all_sum(b, world) / world.size)
+
+
 def _batch(run: Run, perm, b: int):
     """``() -> (x, y)``: batch ``b`` (mod the epoch's batches) of the permutation, prepared with
     the data generator; a function, so that only objectives that need it draw it."""
@@ -206,22 +300,30 @@ def _batch(run: Run, perm, b: int):
         bs = run.cfg.train.batch_size
         start = (b % run.n_batches) * bs
         idx = perm[start : start + bs]
-        y = None if run.ds.train_labels is None else run.ds.train_labels[idx]
-        return run.prep(run.ds.train[idx], run.gen), y
+        y = None if run.ds.train_labels is None else run.ds.train_labels[idx].to(run.device)
+        return run.prep(run.ds.train[idx], run.gen).to(run.device), y
 
     return get
 
 
 def _test_metrics(run: Run) -> dict:
-    """Test ELBO terms of the epoch's model (IWAE K=0: the bound only), for metrics.jsonl."""
+    """Test ELBO terms of the epoch's model (IWAE K=0: the bound only), for metrics.jsonl.
+    With several processes each scores its own slice (no padded duplicates) and the sums are
+    all-reduced."""
+    world, n = run.world, len(run.x_test)
+    lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
+    labels = run.ds.test_labels
     ev = evaluate(
         run.model,
-        run.x_test,
+        run.x_test[lo:hi],
         k=0,
         batch_size=1000,
         seed=run.cfg.data.eval_seed,
-        labels=run.ds.test_labels,
+        labels=None if labels is None else labels[lo:hi],
+        check=False,  # run.setup checked the test split
     )
+    if world.size > 1 and "elbo" in ev:  # (a model without a bound: this process's slice)
+        ev = _gather_evaluation(ev, hi - lo, n, world)
     names = {"elbo": "test_elbo", "recon": "test_recon", "kl": "test_kl",
              "active_units": "active_units", "kl_per_dim": "kl_per_dim", "psnr": "test_psnr",
              "bits_per_code": "test_bits_per_code", "codes_used": "codes_used"}  # fmt: skip
@@ -229,6 +331,45 @@ def _test_metrics(run: Run) -> dict:
     if "kl_per_layer" in ev:  # hierarchical models
         row["test_kl_per_layer"] = ev["kl_per_layer"]
     return row
+
+
+def _final_iwae(run: Run, step: int, epoch: int, writer, log) -> None:
+    """The trained model's test NLL = −IWAE_K (K = ``train.report_iw_samples``) ± standard error
+    and bits/dim, appended to metrics.jsonl as a row with ``"final": true``."""
+    k = run.cfg.train.report_iw_samples
+    if not run.model.has_bound:
+        log(f"train.report_iw_samples={k} ignored: a {run.cfg.model.kind} model has no bound")
+        return
+    ev = evaluate(
+        run.model,
+        run.x_test,
+        k=k,
+        seed=run.cfg.data.eval_seed,
+        labels=run.ds.test_labels,
+        check=False,
+    )
+    row = {"final": True, "epoch": epoch, "step": step, "iw_samples": k, "test_n": ev["n"]}
+    row.update({f"test_{key}": ev[key] for key in ("nll", "nll_stderr", "bpd")})
+    with open(run.out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    writer.add_scalar("test/nll", ev["nll"], step)
+    log(f"test NLL (IWAE K={k}) {ev['nll']:.3f} ± {ev['nll_stderr']:.3f} nats, {ev['bpd']:.4f} bpd")
+
+
+class _Single:
+    """A one-process world (for the local half of a collective decision)."""
+
+    size = 1
+
+
+class _NoWriter:
+    """TensorBoard's writer on processes that write nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    add_image = add_scalar
+    flush = close = add_scalar
 
 
 class _StopFlag:
@@ -263,12 +404,36 @@ def _clip_gradients(params: list[torch.Tensor], max_norm: float) -> float:
     return value
 
 
-def _should_stop(tc, step: int, t_start: float, stop: _StopFlag) -> bool:
+def _gather_evaluation(ev: dict, n_local: int, n: int, world) -> dict:
+    """Means over all processes' slices from each process's means (weighted by slice size)."""
+    keys = ("elbo", "recon", "kl")
+    local = torch.tensor([ev[k] * n_local for k in keys] + [v * n_local for v in ev["kl_per_dim"]])
+    total = all_sum(local.double(), world) / n
+    out = dict(zip(keys, total[:3].tolist(), strict=True))
+    kl = total[3:]
+    out["kl_per_dim"] = [round(float(v), 5) for v in kl]
+    out["active_units"] = int((kl > 0.01).sum())
+    return out
+
+
+def _should_stop(tc, step: int, t_start: float, stop: _StopFlag, world) -> bool:
+    """Stop at max_steps, at the time limit, or on a signal; with several processes, all stop
+    when one must (one all-reduce of a flag)."""
+    if world.size > 1:
+        local = _should_stop(tc, step, t_start, stop, _Single)
+        return bool(all_sum(torch.tensor([float(local)]), world) > 0)
     if stop.set:
         return True
     if tc.max_steps is not None and step >= tc.max_steps:
         return True
     return tc.time_limit is not None and time.monotonic() - t_start >= 60.0 * tc.time_limit
+
+
+def _checkpoint_due(tc, step: int, last: float) -> bool:
+    """A mid-epoch checkpoint every ``checkpoint_every_steps`` steps / ``checkpoint_minutes``."""
+    if tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0:
+        return True
+    return bool(tc.checkpoint_minutes) and time.monotonic() - last >= 60.0 * tc.checkpoint_minutes
 
 
 def _log_epoch(out: Path, writer, row: dict, model, x_test, y_test=None) -> None:

@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "vaekit.cli.inference",  # gradvar
     "vaekit.cli.export",  # export (ONNX)
     "vaekit.cli.disentangle",  # disentangle (metrics and traversals on factor datasets)
+    "vaekit.cli.data",  # pack (shards)
 )
 
 # What a user can get wrong: one line on stderr and exit status 2, never a traceback.
@@ -42,6 +43,7 @@ USER_ERRORS = (
     NonFiniteError,
     ValueError,
     FileNotFoundError,
+    FileExistsError,
     IsADirectoryError,
     NotADirectoryError,
     PermissionError,
@@ -64,7 +66,9 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # e.g. for `vaekit train --nproc N`, which relaunches itself N times
     try:
         return args.func(args)
     except USER_ERRORS as e:

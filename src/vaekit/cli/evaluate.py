@@ -1,10 +1,13 @@
 """``vaekit evaluate``: ELBO terms, NLL = −IWAE bound ± standard error, bits/dim, active units;
-with ``--refine-steps`` the amortization and approximation gaps, with ``--ais`` an AIS estimate."""
+with ``--refine-steps`` the amortization and approximation gaps, with ``--ais`` an AIS estimate.
+
+Every comparison is paired on the same examples, against the very IWAE values behind the printed
+``nll``: approximation gap = mean_i(log p̂(x_i) − ELBO*(x_i)), AIS − IWAE = mean_i(log p̂_AIS(x_i) −
+log p̂_IWAE(x_i)), each ± sd/√N of the per-example differences."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import torch
 
 from ..ais import AIS_INITS, ais_log_likelihood
 from ..checkpoint import load_run
-from ..evaluation import PRECISIONS, evaluate, iwae_log_likelihood
+from ..evaluation import PRECISIONS, as_model_input, evaluate, standard_error
 from ..inference import INITS, amortization_gap
 from .options import non_negative_int, positive_int, split_data
 
@@ -33,9 +36,11 @@ def cmd_evaluate(args) -> int:
         seed=args.seed,
         labels=y,
         precision=args.precision,
+        per_example=True,
     )
+    log_px = result.pop("per_example")["log_px"]  # (N,) the IWAE values behind ``nll``
     result["precision"] = args.precision
-    shown = SHOWN + evaluate_inference(model, x, args, result)
+    shown = SHOWN + evaluate_inference(model, x, args, result, log_px)
     result["split"] = args.split
     result["seconds"] = round(time.perf_counter() - t0, 2)
     out = Path(args.run) / f"eval-{args.split}-k{args.iw_samples}.json"
@@ -51,8 +56,9 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def evaluate_inference(model, x, args, result: dict) -> list[str]:
-    """The ``vaekit evaluate`` hook: refinement gaps and AIS, added to ``result``."""
+def evaluate_inference(model, x, args, result: dict, log_px=None) -> list[str]:
+    """The ``vaekit evaluate`` hook: refinement gaps and AIS, added to ``result``; ``log_px``
+    ``(N,)`` are the per-example IWAE estimates behind ``result["nll"]`` (None: no IWAE)."""
     shown = []
     if args.refine_steps:
         result.update(
@@ -65,26 +71,26 @@ def evaluate_inference(model, x, args, result: dict) -> list[str]:
                 init=args.refine_init,
                 batch_size=args.batch_size,
                 seed=args.seed,
+                log_px=log_px,  # the approximation gap, paired with the printed nll's values
+                check=False,  # evaluate checked x
             )
         )
-        if "nll" in result:  # log p(x) ≈ −NLL (IWAE) beside the refined ELBO
-            result["approximation_gap"] = -result["nll"] - result["elbo_refined"]
         shown += ["elbo_amortized", "elbo_refined", "amortization_gap", "amortization_gap_stderr"]
-        shown += ["approximation_gap"]
+        shown += ["approximation_gap", "approximation_gap_stderr"]
     if args.ais:
-        result.update(_ais(model, x, args, result))
+        result.update(_ais(model, x, args, log_px))
         shown += ["ais_nll", "ais_nll_stderr", "ais_minus_iwae", "ais_minus_iwae_stderr"]
     return shown
 
 
-def _ais(model, x, args, result: dict) -> dict:
-    """AIS log p(x) over ``x`` (seeded): mean NLL ± stderr, and paired with IWAE when present."""
-    parts, iw, accept = [], [], []
+def _ais(model, x, args, log_px=None) -> dict:
+    """AIS log p(x) over ``x`` (seeded): mean NLL ± stderr, and paired with the IWAE values
+    ``log_px`` of the same examples (those behind the printed ``nll``) when given."""
+    parts, accept = [], []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         for start in range(0, len(x), args.batch_size):
-            xb = x[start : start + args.batch_size]
-            xb = xb if xb.is_floating_point() else xb.float()
+            xb = as_model_input(model, x[start : start + args.batch_size])
             lp, stats = ais_log_likelihood(
                 model,
                 xb,
@@ -95,23 +101,20 @@ def _ais(model, x, args, result: dict) -> dict:
             )
             parts.append(lp.double())
             accept.append(stats["accept_rate"])
-            if args.iw_samples:
-                iw.append(iwae_log_likelihood(model, xb, k=args.iw_samples).double())
     lp = torch.cat(parts)
-    n = len(lp)
     out = {
         "ais_nll": float(-lp.mean()),
-        "ais_nll_stderr": float(lp.std() / math.sqrt(n)) if n > 1 else math.nan,
+        "ais_nll_stderr": standard_error(lp),
         "ais_steps": args.ais_steps,
         "ais_chains": args.ais_chains,
         "ais_leapfrog": args.ais_leapfrog,
         "ais_init": args.ais_init,
         "ais_accept_rate": sum(accept) / len(accept),
     }
-    if iw:  # paired with the IWAE estimate of the same examples (its own seeded draws)
-        diff = lp - torch.cat(iw)
+    if log_px is not None:  # paired with the IWAE values behind ``nll``, example by example
+        diff = lp - log_px.double()
         out["ais_minus_iwae"] = float(diff.mean())
-        out["ais_minus_iwae_stderr"] = float(diff.std() / math.sqrt(n)) if n > 1 else math.nan
+        out["ais_minus_iwae_stderr"] = standard_error(diff)
     return out
 
 

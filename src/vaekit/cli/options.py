@@ -14,6 +14,7 @@ import torch
 from .. import images
 from ..config import Config, load_config
 from ..data import BINARIZE, DATASETS, DataPrep, load_dataset
+from ..devices import PRECISIONS
 from ..likelihoods import LIKELIHOODS
 from ..models import MODELS, POSTERIORS
 from ..networks import ARCHS, SEQUENCE_ARCHS
@@ -49,30 +50,27 @@ def int_list(text: str) -> list[int]:
         ) from None
 
 
-def _positive(kind):
+def _number(kind, ok, what: str):
+    """An argparse type: ``kind(text)`` that satisfies ``ok`` (comparisons refuse NaN)."""
+
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not v > 0:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return v
 
     return parse
+
+
+def _positive(kind):
+    return _number(kind, lambda v: v > 0, "positive")
 
 
 def _non_negative(kind):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not v >= 0:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"must be non-negative, got {text}")
-        return v
-
-    return parse
+    return _number(kind, lambda v: v >= 0, "non-negative")
 
 
 positive_int, positive_float = _positive(int), _positive(float)
@@ -177,6 +175,11 @@ TRAIN_OPTIONS: list[tuple[str, str, dict]] = [
                                         "help": "stop with a checkpoint after N steps"}),
     ("--time-limit", "train.time_limit", {"type": positive_float,
                                           "help": "stop with a checkpoint after N minutes"}),
+    ("--device", "train.device", {"help": "auto (cuda, mps, then cpu) | cpu | cuda[:N] | mps"}),
+    ("--precision", "train.precision", {"choices": PRECISIONS,
+                                        "help": "autocast of the forward pass (fp16: CUDA)"}),
+    ("--compile", "train.compile", {"action": "store_const", "const": True,
+                                    "help": "torch.compile the encoder and decoder"}),
     ("--grad-skip", "train.grad_skip", {"type": non_negative_float,
                                         "help": "skip steps whose gradient norm exceeds this"}),
 ]  # fmt: skip

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 
 from .. import images
-from ..checkpoint import load_run
+from ..checkpoint import latest_checkpoint, load_run
 from ..config import load_config
+from ..distributed import launch
 from ..evaluation import evaluate
 from ..train import train
 from .options import add_train_options, config_from_args, config_path, split_data
@@ -19,6 +21,8 @@ SCHEDULE_KEYS = ("train.epochs", "train.max_steps", "train.time_limit")
 
 
 def cmd_train(args) -> int:
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(args.nproc, _without_nproc(args.argv))
     if args.resume:
         schedule = any(getattr(args, k.split(".")[1]) is not None for k in SCHEDULE_KEYS)
         cfg = config_from_args(args) if schedule else None
@@ -29,7 +33,7 @@ def cmd_train(args) -> int:
         out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a run directory")
-        if (out / "manifest.json").exists() and not args.force:
+        if ((out / "manifest.json").exists() or latest_checkpoint(out)) and not args.force:
             raise ValueError(
                 f"{out} already holds a run; use --resume {out}, another --out, or --force to "
                 "overwrite"
@@ -37,6 +41,18 @@ def cmd_train(args) -> int:
         run = train(cfg, out, data_dir=args.data_dir)
     print(f"run directory: {run}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 DEMO_SHOWN = ("elbo", "recon", "kl", "nll", "nll_stderr", "bpd", "active_units", "n", "k")
@@ -47,11 +63,12 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     cfg = load_config(config_path("mnist"), {"train.epochs": args.epochs})
     torch.set_num_threads(cfg.train.threads)
-    trainer_json = out / "state" / "trainer.json"
-    if trainer_json.exists() and json.loads(trainer_json.read_text())["epoch"] >= cfg.train.epochs:
+    ckpt = latest_checkpoint(out)
+    trainer = json.loads((ckpt / "state/trainer.json").read_text()) if ckpt else None
+    if trainer is not None and trainer["epoch"] >= cfg.train.epochs:
         print(f"{out} is already trained; evaluating it")
     else:
-        train(cfg, out, resume=trainer_json.exists(), data_dir=args.data_dir)
+        train(cfg, out, resume=trainer is not None, data_dir=args.data_dir)
     model = load_run(out)
     x, _ = split_data(model, args, "test")
     result = evaluate(model, x, k=args.iw_samples)
@@ -71,6 +88,11 @@ def register(sub) -> None:
     t.add_argument("--out", help="run directory (default runs/DATASET-TIME)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly")
     t.add_argument("--force", action="store_true", help="overwrite an existing run at --out")
+    t.add_argument(
+        "--nproc",
+        type=int,
+        help="data-parallel processes on this machine (torchrun; gloo on CPUs, nccl on CUDA)",
+    )
     add_train_options(t)
     t.set_defaults(func=cmd_train)
 

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["download", "fetch", "md5", "sha256_file", "DOWNLOAD_TIMEOUT", "WHERE_HINT"]
+__all__ = ["download", "fetch", "md5", "DOWNLOAD_TIMEOUT", "WHERE_HINT"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,3 @@ def download(urls: Sequence[str], dest: Path, verify: Callable[[Path], None]) ->
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import sha256_file
 from . import download as _dl
 from .dataset import DataFormatError, DataNotFoundError, Dataset, make_dataset
 
@@ -220,7 +221,7 @@ def _read_olivetti_faces(path: Path) -> np.ndarray:
 
 
 def _verify_olivetti_download(tmp: Path) -> None:
-    got = _dl.sha256_file(tmp)
+    got = sha256_file(tmp)
     if got != OLIVETTI_SHA256:
         raise DataFormatError(f"checksum mismatch: sha256 {got}, expected {OLIVETTI_SHA256}")
     _read_olivetti_faces(tmp)

@@ -63,6 +63,8 @@ class DataPrep:
     def fixed(self, raw: Tensor, seed: int = 0) -> Tensor:
         """The whole split prepared once with a seeded generator (the evaluation convention)."""
         generator = torch.Generator().manual_seed(seed)
+        if not isinstance(raw, Tensor):  # a split on disk (``shards.ShardedArray``): read it
+            raw = raw[:]
         if raw.dtype == torch.uint8 and self.binarize == "dynamic":
             return binarize(raw, generator)  # the same test set as every earlier run
         return self(raw, generator)

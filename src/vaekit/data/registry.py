@@ -20,6 +20,9 @@ the model defaults each kind implies. Loaders return whole datasets as in-memory
   ``Dataset.factor_source`` the generator (``vaekit disentangle`` renders new images with it).
 - ``npz:PATH``: a NumPy ``.npz`` with ``x_train``/``x_test`` (or ``x``: the last 10% is the test
   set) and optional ``y_train``/``y_test`` (or ``y``). Loaded with ``allow_pickle=False``.
+- ``shards:PATH``: a dataset packed into ``.npy`` shards by ``shards.pack_dataset`` (data larger
+  than memory): the training split stays on disk and is read batch by batch; the test split and
+  the labels are read into memory; name, schema, vocabulary and implied defaults are the pack's.
 
 - ``csv:PATH``, ``mat:PATH`` (MATLAB ``X``/``y``), ``table:PATH`` (.csv/.tsv/.mat/.npz by suffix),
   ``odds:NAME`` (``<root>/odds/NAME.mat``): tables with mixed column types, float32 ``(N, C)`` with
@@ -55,6 +58,7 @@ from .dataset import Dataset
 from .download import ENV_VAR
 from .images import load_digits, load_folder, load_mnist, load_npz, load_olivetti
 from .shapes import Shapes
+from .shards import load_packed_dataset
 from .tables import load_table_dataset
 from .text import load_text
 
@@ -263,6 +267,10 @@ TEXT = {"model.kind": "seqvae", "model.arch": "gru", "model.likelihood": "tokens
 TABLE = {"model.kind": "vae", "model.arch": "mlp", "model.likelihood": "tabular"}
 
 
+def _load_shards(root: Path, path: str, download: bool) -> Dataset:
+    return load_packed_dataset(path)
+
+
 def _array_defaults(ds: Dataset) -> dict:
     """What an ``npz:`` dataset implies: decided by its arrays (see the module docstring)."""
     if ds.discrete:
@@ -308,6 +316,12 @@ DATASETS: dict[str, DatasetLoader] = {
     ),
     "npz": DatasetLoader(
         load_npz, needs_path=True, summary="a NumPy .npz of arrays", implies=_array_defaults
+    ),
+    "shards": DatasetLoader(
+        _load_shards,
+        needs_path=True,
+        summary="a dataset packed into .npy shards (shards.pack_dataset), read from disk",
+        implies=lambda ds: ds.implies,  # the packed dataset's own, restored from the pack
     ),
     "text": DatasetLoader(
         _load_text,

@@ -44,12 +44,13 @@ class BernoulliLikelihood(Likelihood):
 
     def check(self, x: Tensor) -> None:
         super().check(x)
-        if not ((x == 0) | (x == 1)).all():
-            lo, hi = float(x.min()), float(x.max())
+        bad = (x != 0) & (x != 1)
+        if bad.any():
+            v, lo, hi = float(x[bad][0]), float(x.min()), float(x.max())
             raise SupportError(
-                f"bernoulli likelihood needs binary data (0 or 1), got values in [{lo:g}, {hi:g}]; "
-                "binarize the data (--binarize dynamic) or choose the gaussian, categorical or "
-                "logistic likelihood for grey levels"
+                f"bernoulli likelihood needs binary data (0 or 1), got {v:g} (values in "
+                f"[{lo:g}, {hi:g}]); binarize the data (--binarize dynamic) or choose the "
+                "gaussian, categorical or logistic likelihood for grey levels"
             )
 
     def prepare(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:

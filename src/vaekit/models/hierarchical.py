@@ -22,7 +22,9 @@ The posterior and the prior are distributions over the concatenated vector z = [
 (bottom → top), so every objective treats this model as any VAE: ``rsample`` runs the top-down
 pass, ``log_prob`` sums the layers, and ``kl_per_dim`` is the analytic KL of each layer given the
 sampled layers above (its sum over a layer's dimensions is that layer's KL; ``latent_groups``
-names the layer sizes for per-layer reporting).
+names the layer sizes for per-layer reporting). Under a VampPrior the top layer's KL is Monte
+Carlo and its per-dim values are marginal KLs (``distributions.kl_terms``); ``kl_terms`` also
+gives each layer's KL.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints, kl_divergence
 
 from ..config import DataInfo, ModelConfig
-from ..distributions import kl_per_dim
+from ..distributions import KLTerms, kl_terms
 from ..networks import ACTIVATIONS, MLPEncoder, make_networks, mlp
 from ..priors import make_prior
 from .vae import VAE, likelihood_of, network_options
@@ -52,12 +54,16 @@ def soft_clamp(x: Tensor, c: float) -> Tensor:
 class _Pass:
     """One top-down pass. ``z`` is ``(*S, B, D)``; per layer (bottom → top) ``log_q``/``log_p`` are
     ``(*S, B)`` and ``kl`` is the per-dimension KL given the layers above, ``(B, d_l)`` (averaged
-    over the sample dimensions). ``log_q``/``kl`` are None for a prior-only pass."""
+    over the sample dimensions), ``kl_layer`` each layer's KL ``(B,)`` (for a top layer under a
+    mixture prior the Monte-Carlo KL, which its marginal per-dim KLs do not sum to; ``top_additive``
+    False then). ``log_q``/``kl`` are None for a prior-only pass."""
 
     z: Tensor
     log_p: list[Tensor]
     log_q: list[Tensor] | None = None
     kl: list[Tensor] | None = None
+    kl_layer: list[Tensor] | None = None
+    top_additive: bool = True
 
 
 MERGES = ("residual", "precision")
@@ -173,6 +179,8 @@ class HierarchicalVAE(VAE):
         log_p: list[Tensor | None] = [None] * (top + 1)
         log_q: list[Tensor | None] = [None] * (top + 1)
         kl: list[Tensor | None] = [None] * (top + 1)
+        kl_layer: list[Tensor | None] = [None] * (top + 1)
+        top_additive = True
         lead = torch.Size(lead)
 
         pz = self.prior_net(self)
@@ -185,7 +193,8 @@ class HierarchicalVAE(VAE):
             else:
                 zs[top] = q.rsample(lead[:-1])
             log_q[top] = q.log_prob(zs[top])
-            kl[top] = kl_per_dim(q, pz, zs[top].reshape(-1, *zs[top].shape[-2:]))
+            kl_top = kl_terms(q, pz, zs[top].reshape(-1, *zs[top].shape[-2:]))
+            kl[top], kl_layer[top], top_additive = kl_top.per_dim, kl_top.total, kl_top.additive
         elif given is not None:
             zs[top] = given[top]
         else:
@@ -205,6 +214,7 @@ class HierarchicalVAE(VAE):
                     zs[l] = q.loc if mean else q.rsample()
                 log_q[l] = q.log_prob(zs[l]).sum(-1)
                 kl[l] = kl_divergence(q, p).reshape(-1, *q.loc.shape[-2:]).mean(0)  # (B, d_l)
+                kl_layer[l] = kl[l].sum(-1)
             elif given is not None:
                 zs[l] = given[l]
             else:
@@ -215,7 +225,7 @@ class HierarchicalVAE(VAE):
         z_all = torch.cat(zs, -1) if z is None else z
         if feats is None:
             return _Pass(z_all, log_p)
-        return _Pass(z_all, log_p, log_q, kl)
+        return _Pass(z_all, log_p, log_q, kl, kl_layer, top_additive)
 
     def _posterior(
         self, l: int, d: Tensor, t: Tensor, p_loc: Tensor, p_log_scale: Tensor, lead: torch.Size
@@ -295,13 +305,22 @@ class LadderPosterior(Distribution):
         """Σ_l log q(z_l | z_{l+1}, x), shape ``z.shape[:-1]``, nats."""
         return torch.stack(self._pass(z).log_q).sum(0)
 
-    def kl_per_dim(self, pz=None, z: Tensor | None = None) -> Tensor:
-        """Per-dimension KL of each layer given the sampled layers above, ``(B, D)`` nats."""
+    def kl_terms(self, pz=None, z: Tensor | None = None) -> KLTerms:
+        """KL given the sampled layers above: total ``(B,)`` = Σ_l KL_l, per dimension ``(B, D)``
+        and per layer ``(B, L)``, nats. Lower layers' KLs are analytic and split over their
+        dimensions; the top layer's under a VampPrior is Monte Carlo, with marginal per-dim KLs
+        (``distributions.kl_terms``)."""
         if pz is not None and not isinstance(pz, LadderPrior):
             raise ValueError("a hierarchical posterior's KL is taken against its own prior")
         if z is None:
             z = self.rsample((1,))
-        return torch.cat(self._pass(z).kl, -1)
+        p = self._pass(z)
+        layers = torch.stack(p.kl_layer, -1)  # (B, L)
+        return KLTerms(layers.sum(-1), torch.cat(p.kl, -1), p.top_additive, layers)
+
+    def kl_per_dim(self, pz=None, z: Tensor | None = None) -> Tensor:
+        """Per-dimension KL of each layer given the sampled layers above, ``(B, D)`` nats."""
+        return self.kl_terms(pz, z).per_dim
 
     @property
     def mean(self) -> Tensor:

@@ -122,6 +122,8 @@ class VAE(nn.Module):
             h = self.encoder(inputs, self._condition(y, len(inputs)))
         else:
             h = self.encoder(inputs)
+        if h.dtype in (torch.float16, torch.bfloat16):  # autocast: the posterior in float32
+            h = h.float()
         loc, raw_scale = h.chunk(2, dim=-1)
         return diag_gaussian(loc, F.softplus(raw_scale) + MIN_SCALE)
 
@@ -189,6 +191,11 @@ class VAE(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         self.likelihood.check(x)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live (inputs are moved there by the tools)."""
+        return next(self.parameters()).device
 
     @property
     def n_dims(self) -> int:

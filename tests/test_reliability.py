@@ -1,0 +1,337 @@
+"""Reliability and honesty: every entry point checks every row once, bits/dim constants, KL per
+dimension under a VampPrior, paired gaps, and values pinned by hand (not only shapes)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import vaekit
+from builders import build
+from linear_gaussian import D_X, exact_log_px, make_ppca, sample_x
+from vaekit import applications, latent
+from vaekit.ais import ais_log_likelihood
+from vaekit.config import ConfigError, DataInfo, ModelConfig, load_config
+from vaekit.data import DataPrep, Dataset
+from vaekit.data.prep import binarize, binarize_fast
+from vaekit.distributions import (
+    SupportError,
+    diag_gaussian,
+    kl_per_dim,
+    kl_terms,
+    marginal_kl_per_dim,
+)
+from vaekit.evaluation import bits_per_dim, evaluate, iwae_log_likelihood, standard_error
+from vaekit.inference import amortization_gap, refine
+from vaekit.likelihoods import make_likelihood
+from vaekit.models import build_model
+from vaekit.objectives import elbo, objective_from_config
+
+LN2 = math.log(2.0)
+IMAGE = dict(event_shape=[1, 8, 8], hidden=[16], latent_dim=3)
+
+
+def _binary(n: int = 12, seed: int = 1) -> torch.Tensor:
+    return (torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) > 0.5).float()
+
+
+# ---- 1. every public entry point checks every row, once --------------------------------------
+
+
+def _grey_last_row(x: torch.Tensor) -> torch.Tensor:
+    x = x.clone()
+    x[-1, 0, 3, 3] = 0.5  # one grey value in the last row: a check of x[:1] misses it
+    return x
+
+
+ENTRY_POINTS = {
+    "vaekit.elbo": lambda m, x: vaekit.elbo(m, x),
+    "vaekit.iwae": lambda m, x: vaekit.iwae(m, x, k=2),
+    "vaekit.evaluate": lambda m, x: vaekit.evaluate(m, x, k=2, batch_size=4),
+    "vaekit.log_likelihood": lambda m, x: vaekit.log_likelihood(m, x, k=2),
+    "latent.encode": lambda m, x: latent.encode(m, x, batch_size=4),
+    "latent.kl_by_dim": lambda m, x: latent.kl_by_dim(m, x, batch_size=4),
+    "anomaly_scores": lambda m, x: applications.anomaly_scores(m, x, k=2, batch_size=4),
+    "refine": lambda m, x: refine(m, x, steps=1),
+    "amortization_gap": lambda m, x: amortization_gap(m, x, steps=1, batch_size=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_public_entry_points_refuse_a_bad_last_row(name):
+    model = build(**IMAGE)
+    with pytest.raises(SupportError, match="binary"):
+        ENTRY_POINTS[name](model, _grey_last_row(_binary()))
+
+
+def test_raw_8bit_levels_given_to_a_bernoulli_model_are_refused():
+    model = build(**IMAGE)
+    raw = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    with pytest.raises(SupportError, match="binarize"):
+        vaekit.evaluate(model, raw, k=2)
+
+
+def test_evaluate_checks_all_rows_in_one_call_and_training_does_not_check():
+    model = build(**IMAGE)
+    calls = []
+    original = model.likelihood.check
+    model.likelihood.check = lambda x: (calls.append(len(x)), original(x))[1]
+    x = _binary(10)
+    evaluate(model, x, k=2, batch_size=3)
+    assert calls == [10]  # one vectorized pass over every row, not one per batch or per row
+    calls.clear()
+    evaluate(model, x, k=0, check=False)
+    cfg = load_config(None, {}).objective
+    objective_from_config(cfg, model)(model, x)  # the training step
+    assert calls == []
+
+
+def test_corrupted_inputs_are_checked_for_shape_and_finiteness():
+    model = build(**IMAGE)
+    x = _binary(4) * 0.7  # off the Bernoulli support: allowed for denoising
+    assert applications.reconstruct(model, x).shape == x.shape
+    x[-1, 0, 0, 0] = float("nan")
+    with pytest.raises(SupportError, match="NaN"):
+        applications.reconstruct(model, x)
+    observed = torch.ones_like(x, dtype=torch.bool)
+    observed[-1, 0, 0, 0] = False  # the NaN is masked: fine
+    applications.infer_posterior(model, x, observed, steps=1)
+    with pytest.raises(ValueError, match="shape"):
+        applications.reconstruct(model, x[:, :, :4])
+
+
+# ---- 2. bits/dim: log 256 for a density on 8-bit data only ---------------------------------------
+
+OFFSETS = {  # nats added per dimension before converting to bits (pinned)
+    ("bernoulli", 256): 0.0,
+    ("gaussian", 256): 5.545177444479562,  # log 256: dequantized 8-bit data
+    ("gaussian", None): 0.0,  # real-valued data keep their density
+    ("categorical", 256): 0.0,
+    ("logistic", 256): 0.0,
+    ("logistic_mixture", 256): 0.0,
+    ("poisson", None): 0.0,
+    ("negbinomial", None): 0.0,
+}
+
+
+@pytest.mark.parametrize(("name", "levels"), sorted(OFFSETS, key=str))
+def test_bits_per_dim_constant_is_pinned_per_likelihood(name, levels):
+    shape = [1, 2, 2] if name == "logistic_mixture" else [4]
+    cfg = ModelConfig(likelihood=name, hidden=[8], latent_dim=2, arch="mlp", kind="vae")
+    model = build_model(cfg, DataInfo(event_shape=shape, levels=levels))
+    assert model.likelihood.nats_offset_per_dim == OFFSETS[(name, levels)]
+
+
+def test_bits_per_dim_formula_is_pinned():
+    assert bits_per_dim(1000.0, 100) == pytest.approx(14.426950408889634, abs=1e-12)
+    assert bits_per_dim(1000.0, 100, math.log(256)) == pytest.approx(22.426950408889635, abs=1e-12)
+
+
+def test_real_valued_evaluation_has_no_8bit_constant_and_a_direct_stderr():
+    """pPCA (float64, real-valued data, exact posterior): every importance weight is p(x), so
+    evaluate's numbers are closed forms: nll = −mean log p(x), stderr = sd/√n,
+    bpd = nll/(D ln 2)."""
+    model, w, b, sigma = make_ppca()
+    assert model.likelihood.nats_offset_per_dim == 0.0
+    x = sample_x(40, w, b, sigma)
+    exact = exact_log_px(x, w, b, sigma)
+    for data in (x, x.float()):  # float32 data into a float64 model: cast, no crash
+        ev = evaluate(model, data, k=7, batch_size=16)
+        tol = 1e-9 if data.dtype == torch.float64 else 1e-4
+        assert ev["nll"] == pytest.approx(float(-exact.mean()), abs=tol)
+        direct = float(exact.std(unbiased=True)) / math.sqrt(40)
+        assert ev["nll_stderr"] == pytest.approx(direct, abs=tol)
+        assert ev["bpd"] == pytest.approx(ev["nll"] / D_X / LN2, abs=1e-12)
+        assert ev["elbo_bpd"] == pytest.approx(-ev["elbo"] / D_X / LN2, abs=1e-12)
+
+
+def test_standard_error_is_sd_over_root_n():
+    v = torch.tensor([1.0, 2.0, 4.0, 7.0])  # mean 3.5, unbiased variance 7
+    assert standard_error(v) == pytest.approx(math.sqrt(7.0) / 2.0, abs=1e-12)
+    assert math.isnan(standard_error(v[:1]))
+
+
+# ---- 3. KL per dimension under a VampPrior -------------------------------------------------------
+
+
+def _vamp_with_a_dead_dimension():
+    """A VampPrior VAE whose latent dimension 0 ignores the input: q(z_0|x) = N(0, 1) for every x
+    and for every pseudo-input, so z_0's posterior marginal is the prior's: KL_0 = 0."""
+    torch.manual_seed(0)
+    model = build(**IMAGE, prior="vamp", prior_components=5)
+    head = model.encoder.net[-1]  # Linear → (loc, raw scale), 2·D outputs
+    d = model.latent_dim
+    with torch.no_grad():
+        head.weight[[0, d]] = 0.0
+        head.bias[0] = 0.0
+        head.bias[d] = math.log(math.expm1(1.0 - 1e-4))  # softplus(raw) + 1e-4 = 1
+        head.weight[1:d] *= 20.0  # the other dimensions carry the input
+    return model.eval()
+
+
+def test_vamp_kl_per_dim_is_per_dimension_not_spread_evenly():
+    model = _vamp_with_a_dead_dimension()
+    x = _binary(16)
+    with torch.no_grad():
+        kl = kl_terms(model.encode(x), model.prior())
+        res = elbo(model, x, n_samples=2)
+    assert not kl.additive
+    assert kl.per_dim[:, 0].abs().max() < 1e-5  # the dead dimension
+    assert (kl.per_dim[:, 1:].mean(0) > 0.05).all()
+    assert (res.kl_per_dim[:, 0].abs() < 1e-5).all() and res.kl_per_dim.shape == (16, 3)
+    ev = evaluate(model, x, k=0)
+    assert ev["active_units"] == 2 and abs(ev["kl_per_dim"][0]) < 1e-4
+    order, values = latent.dims_by_kl(model, x)
+    assert int(order[-1]) == 0 and abs(float(values[-1])) < 1e-5
+
+
+def test_marginal_kl_matches_quadrature_of_the_1d_mixture():
+    """KL(q_d ‖ p_d) with p_d the 1-D marginal of a mixture of diagonal Gaussians, against a
+    trapezoid integral on a grid."""
+    from torch.distributions import Categorical, MixtureSameFamily, Normal
+
+    loc = torch.tensor([[-1.0, 0.5], [2.0, 0.0], [0.0, -0.5]], dtype=torch.float64)
+    scale = torch.tensor([[0.5, 1.0], [0.8, 0.3], [1.5, 0.7]], dtype=torch.float64)
+    pz = MixtureSameFamily(Categorical(logits=torch.zeros(3, dtype=torch.float64)),
+                           diag_gaussian(loc, scale))  # fmt: skip
+    q_loc = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    q_scale = torch.tensor([[0.4, 0.9]], dtype=torch.float64)
+    qz_x = diag_gaussian(q_loc, q_scale)
+    torch.manual_seed(0)
+    mc = marginal_kl_per_dim(qz_x, pz, qz_x.sample((200_000,)))[0]
+    grid = torch.linspace(-12, 12, 40001, dtype=torch.float64)
+    for d in range(2):
+        q = Normal(q_loc[0, d], q_scale[0, d])
+        p = Normal(loc[:, d, None], scale[:, d, None]).log_prob(grid).exp().mean(0)
+        integrand = q.log_prob(grid).exp() * (q.log_prob(grid) - p.log())
+        assert float(mc[d]) == pytest.approx(float(torch.trapezoid(integrand, grid)), abs=0.01)
+    total = kl_terms(qz_x, pz, qz_x.sample((200_000,))).total
+    assert float(total) != pytest.approx(float(mc.sum()), abs=1e-3)  # not a decomposition
+
+
+def test_vamp_refuses_per_dimension_free_bits_but_floors_its_total(tmp_path):
+    model = _vamp_with_a_dead_dimension()
+    x = _binary(4)
+    with pytest.raises(ValueError, match="free_bits_per"):
+        elbo(model, x, free_bits=0.5)
+    with torch.no_grad():
+        floored = elbo(model, x, free_bits=1e4, free_bits_groups=[model.latent_dim])
+    assert float(floored.loss) == pytest.approx(float(-floored.log_px_z.mean() + 1e4), rel=1e-6)
+    raw = torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8)
+    ds = Dataset("tiny", raw, raw[:5], None, None, (1, 8, 8))
+    overrides = {"model.prior": "vamp", "objective.free_bits": 0.5, "train.epochs": 1}
+    with pytest.raises(ConfigError, match="free_bits_per"):
+        vaekit.train(load_config(None, overrides), tmp_path / "run", dataset=ds, log=print)
+
+
+def test_hierarchical_vamp_reports_each_layers_total_kl():
+    torch.manual_seed(0)
+    model = build(**IMAGE | {"kind": "hvae", "latent_dims": [4, 2]}, prior="vamp",
+                  prior_components=5).eval()  # fmt: skip
+    x = _binary(8)
+    res = elbo(model, x)
+    assert res.kl_per_group.shape == (8, 2)
+    torch.testing.assert_close(res.kl_per_group.sum(-1), res.kl)
+    ev = evaluate(model, x, k=0)
+    assert sum(ev["kl_per_layer"]) == pytest.approx(ev["kl"], abs=1e-4)
+
+
+def test_a_standard_prior_kl_per_dim_is_the_closed_form():
+    loc, scale = torch.tensor([[0.5, -1.0]]), torch.tensor([[2.0, 0.5]])
+    expected = 0.5 * (loc**2 + scale**2) - scale.log() - 0.5  # nats per dimension
+    model = build(**IMAGE | {"latent_dim": 2})
+    torch.testing.assert_close(kl_per_dim(diag_gaussian(loc, scale), model.prior()), expected)
+
+
+# ---- 4. paired gaps ------------------------------------------------------------------------------
+
+
+def test_approximation_gap_is_paired_per_example():
+    model, w, b, sigma = make_ppca()
+    x = sample_x(20, w, b, sigma)
+    exact = exact_log_px(x, w, b, sigma)
+    rep = amortization_gap(model, x, steps=20, batch_size=8, eval_samples=50, log_px=exact)
+    assert rep["approximation_gap"] == pytest.approx(float(exact.mean()) - rep["elbo_refined"])
+    assert rep["approximation_gap_stderr"] > 0
+    with pytest.raises(ValueError, match="log_px"):
+        amortization_gap(model, x, steps=1, log_px=exact[:3])
+
+
+def test_evaluate_returns_the_per_example_values_behind_its_means():
+    model, w, b, sigma = make_ppca()
+    x = sample_x(12, w, b, sigma)
+    ev = evaluate(model, x, k=5, batch_size=5, per_example=True)
+    per = ev["per_example"]
+    assert float(-per["log_px"].mean()) == pytest.approx(ev["nll"], abs=1e-12)
+    assert float(per["elbo"].mean()) == pytest.approx(ev["elbo"], abs=1e-9)
+    assert standard_error(per["log_px"]) == pytest.approx(ev["nll_stderr"], abs=1e-12)
+
+
+# ---- 5. the autoencoder has no bound, float64 models, AIS without adaptation ---------------------
+
+
+def test_autoencoder_evaluation_reports_no_bound_in_bits():
+    model = build(**IMAGE, kind="ae")
+    ev = evaluate(model, _binary(6), k=10)
+    assert "elbo_bpd" not in ev and "bpd" not in ev and "nll" not in ev
+
+
+def test_ais_without_adaptation_keeps_its_step_size_and_is_exact_at_the_posterior():
+    model, w, b, sigma = make_ppca()
+    x = sample_x(4, w, b, sigma)
+    log_px, stats = ais_log_likelihood(
+        model, x, steps=5, chains=2, leapfrog=2, init="encoder", step_size=0.07, adapt=False
+    )
+    assert stats["step_size"] == pytest.approx(0.07, abs=1e-12)
+    torch.testing.assert_close(log_px, exact_log_px(x, w, b, sigma))
+    _, adapted = ais_log_likelihood(model, x, steps=5, chains=2, leapfrog=2, step_size=0.07)
+    assert adapted["step_size"] != pytest.approx(0.07, abs=1e-6)
+
+
+# ---- 6. values pinned by hand ------------------------------------------------------------------
+
+
+def test_bernoulli_log_prob_is_the_hand_computed_value():
+    lik = make_likelihood("bernoulli", (2,))
+    params = torch.tensor([[[0.3, -1.2]]], dtype=torch.float64)  # logits (B=1, n_params=1, 2)
+    x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    # log σ(0.3) + log(1 − σ(−1.2)) = log σ(0.3) + log σ(1.2)
+    assert float(lik(params).log_prob(x)) == pytest.approx(-0.8176377118065583, abs=1e-12)
+    assert float(lik(params).base_dist.mean[0, 0]) == pytest.approx(1 / (1 + math.exp(-0.3)))
+
+
+def test_gaussian_dequantization_divides_by_256():
+    lik = make_likelihood("gaussian", (6,))
+    raw = torch.tensor([[0, 1, 127, 128, 254, 255]], dtype=torch.uint8)
+    x = lik.prepare(raw, torch.Generator().manual_seed(3))
+    u = torch.rand(raw.shape, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(x, (raw.float() + u) / 256.0, rtol=0, atol=0)
+    assert torch.equal(torch.floor(x * 256).to(torch.uint8), raw) and float(x.max()) < 1.0
+
+
+def test_binarization_probability_is_level_over_255():
+    levels = torch.tensor([0, 51, 255], dtype=torch.uint8).repeat(40_000, 1)
+    for fn in (binarize, binarize_fast):
+        p = fn(levels, torch.Generator().manual_seed(0)).mean(0)
+        assert float(p[0]) == 0.0 and float(p[2]) == 1.0
+        assert float(p[1]) == pytest.approx(0.2, abs=4 * math.sqrt(0.2 * 0.8 / 40_000))
+    # the fixed test split: 1[255·u < k] with the generator's u, pinned
+    k = torch.tensor([[10, 100, 200, 250]], dtype=torch.uint8)
+    u = torch.rand(k.shape, generator=torch.Generator().manual_seed(5))
+    expected = (255.0 * u < k.float()).float()
+    assert torch.equal(binarize(k, torch.Generator().manual_seed(5)), expected)
+    prep = DataPrep(make_likelihood("bernoulli", (4,)), "auto")
+    assert torch.equal(prep.fixed(k, seed=5), expected)
+
+
+def test_iwae_subtracts_log_k():
+    """With the exact posterior every weight is p(x): log (1/K) Σ w = log p(x) for any K, so a
+    missing −log K is off by log K."""
+    model, w, b, sigma = make_ppca()
+    x = sample_x(6, w, b, sigma)
+    exact = exact_log_px(x, w, b, sigma)
+    for k in (1, 7, 64):
+        torch.testing.assert_close(iwae_log_likelihood(model, x, k=k, chunk=5), exact)
+        torch.testing.assert_close(vaekit.iwae(model, x, k=k).bound, exact)
