@@ -25,12 +25,12 @@ LAYERS = [
     {"likelihoods", "networks", "priors"},
     {"models"},
     {"estimators", "objectives", "penalties"},
-    {"evaluation", "inference", "ais", "gradvar", "latent", "images"},
+    {"evaluation", "inference", "ais", "gradvar", "latent", "images", "disentangle"},
     {"data"},
     {"checkpoint"},
     {"run", "report"},
     {"train"},
-    {"applications", "explore", "disentangle", "sklearn", "export"},
+    {"applications", "explore", "sklearn", "export"},
     {"cli"},
 ]
 API = {"vaekit", "vaekit.__main__"}  # the public surface re-exports from every layer

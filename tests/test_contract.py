@@ -2,7 +2,9 @@
 
 Models: one-layer VAEs with MLP / conv / ResNet(+SE) networks, the VampPrior, the conditional VAE,
 the hierarchical VAE (also with a VampPrior on its top layer), sequence VAEs (GRU, Transformer)
-and the plain autoencoder (which has no bound: the bound checks assert that it says so).
+the plain autoencoder (which has no bound: the bound checks assert that it says so), and
+flow posteriors (IAF, planar) on the one-layer and the conditional VAE, and the VQ-VAE (no bound,
+like the autoencoder).
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ MODELS = {
     "seqvae-gru": dict(TEXT, arch="gru"),
     "seqvae-transformer": dict(TEXT, arch="transformer", heads=2, seq_layers=2),
     "ae": dict(IMAGE, kind="ae"),
+    "vae-iaf": dict(IMAGE, posterior="iaf", flow_steps=2),
+    "vae-planar": dict(IMAGE, posterior="planar", flow_steps=3),
+    "cvae-iaf": dict(IMAGE, kind="cvae", n_classes=4, posterior="iaf", flow_steps=2),
+    "vqvae": dict(
+        IMAGE, kind="vqvae", channels=[8, 16], code_dim=4, codebook_size=8, prior_hidden=16
+    ),
     "deep": dict(
         IMAGE,
         kind="deep",
@@ -67,7 +75,7 @@ def make(name: str, seed: int = 0):
         x = TOKENIZER.rows(SENTENCES, 12)
     else:
         x = (torch.rand(6, 1, 8, 8, generator=g) > 0.5).float()
-    y = torch.arange(len(x)) % 4 if name == "cvae" else None
+    y = torch.arange(len(x)) % 4 if name.startswith("cvae") else None
     return model, x, y
 
 
@@ -102,7 +110,7 @@ def test_bound_is_finite_and_below_the_iwae_bound(name):
         kl_t = kl_terms(model.encode(x), model.prior())
         if kl_t.additive:  # a mixture prior's per-dim KLs are marginal KLs: no such identity
             torch.testing.assert_close(res.kl, res.kl_per_dim.sum(-1))
-        if not getattr(model, "has_bound", True):  # the autoencoder: no density, and it says so
+        if not getattr(model, "has_bound", True):  # ae, vqvae: no density, and they say so
             assert (res.kl == 0).all()
             with pytest.raises(NotImplementedError, match="point mass"):
                 vaekit.log_likelihood(model, x, k=2)

@@ -52,6 +52,7 @@ DATA = {
     ),
 }
 KIND_OPTIONS = {
+    "vqvae": {"channels": [4], "code_dim": 2, "codebook_size": 4, "prior_hidden": 4},
     "hvae": {"latent_dims": [3, 2]},
     "cvae": {"n_classes": 3},
     "seqvae": {"arch": "gru"},
@@ -69,8 +70,8 @@ def _pairs():
         for lik in LIKELIHOODS:
             if (kind == "seqvae") != LIKELIHOODS.get(lik).is_text:
                 continue  # token rows need a sequence model, and it needs them
-            if kind == "deep" and len(DATA[lik][0]["event_shape"]) != 3:
-                continue  # a deep hierarchy of spatial latent maps models images
+            if kind in ("deep", "vqvae") and len(DATA[lik][0]["event_shape"]) != 3:
+                continue  # spatial latent maps and code grids model images
             yield kind, lik
 
 
@@ -176,6 +177,7 @@ SPECS = {  # one spec per dataset kind; every kind must be here
     "text": _text,
     "csv": _table,
     "odds": lambda t: "odds:thyroid",
+    "shapes": lambda t: "shapes?n=300&test=40",
 }  # fmt: skip
 SKIPPED = {  # kinds whose data are too big to train in a unit test, or a spelling of another
     "mnist": "60,000 images (its defaults are the digits'; the quality benchmark trains it)",
@@ -183,6 +185,7 @@ SKIPPED = {  # kinds whose data are too big to train in a unit test, or a spelli
     "shakespeare": "its defaults are text:'s; benchmarks/shakespeare.py",
     "mat": "odds: is a mat: file",
     "table": "csv: by suffix",
+    "shards": "a pack of another kind: test_shards.py packs digits and trains from it alone",
 }
 
 

@@ -140,22 +140,24 @@ def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
 # ---- optimizer state <-> safetensors + JSON -----------------------------------------------------
 
 
-def _split_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer ``state_dict`` → (tensors keyed ``opt.<param>.<name>``, JSON-able rest)."""
+def _split_optimizer_state(
+    state: dict, prefix: str = "opt"
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer ``state_dict`` → (tensors keyed ``<prefix>.<param>.<name>``, JSON-able rest)."""
     tensors, scalars = {}, {}
     for pid, entry in state["state"].items():
         for name, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"opt.{pid}.{name}"] = value
+                tensors[f"{prefix}.{pid}.{name}"] = value
             else:
                 scalars[f"{pid}.{name}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict, prefix="opt") -> dict:
     state: dict[int, dict] = {}
     for key, value in tensors.items():
-        if key.startswith("opt."):
+        if key.startswith(f"{prefix}."):
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = value
     for key, value in meta.get("scalars", {}).items():
@@ -190,18 +192,29 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer: dict,
     tensors: dict[str, torch.Tensor],
+    extra_optimizers: dict[str, torch.optim.Optimizer] | None = None,
 ) -> None:
     """Write a complete checkpoint folder, switch ``ckpt/LATEST`` to it, publish the top-level
     config and weights, delete the previous folders. On an ``OSError`` (disk full, read-only
-    directory) raise ``CheckpointError``; the previous checkpoint stays intact and loadable."""
+    directory) raise ``CheckpointError``; the previous checkpoint stays intact and loadable.
+
+    ``extra_optimizers`` (name → optimizer, e.g. FactorVAE's discriminator Adam) are saved beside
+    the main one: tensors ``opt_<name>.<param>.<state>``, the rest under ``optimizers.<name>``."""
     run = Path(run)
     ckpt = run / CKPT
     opt_tensors, opt_meta = _split_optimizer_state(optimizer.state_dict())
+    extra_meta = {}
+    for key, opt in (extra_optimizers or {}).items():
+        t, extra_meta[key] = _split_optimizer_state(opt.state_dict(), f"opt_{key}")
+        opt_tensors.update(t)
+    trainer = {**trainer, "optimizer": opt_meta}
+    if extra_meta:
+        trainer["optimizers"] = extra_meta
     files = {
         "config.json": _json_bytes(cfg.to_dict()),
         "model.safetensors": _tensor_bytes(model.state_dict()),
         "state/tensors.safetensors": _tensor_bytes({**opt_tensors, **tensors}),
-        "state/trainer.json": _json_bytes({**trainer, "optimizer": opt_meta}),
+        "state/trainer.json": _json_bytes(trainer),
     }
     sha = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     previous = _read_latest(ckpt)
@@ -445,9 +458,15 @@ def load_run(run: str | Path) -> VAE:
     return model.eval()
 
 
-def load_state(run: Path, model: VAE, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Restore weights and optimizer from the latest complete checkpoint; return (trainer JSON,
-    the other tensors). Also re-publishes the top-level copies when a crash left them stale."""
+def load_state(
+    run: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    extra_optimizers: dict[str, torch.optim.Optimizer] | None = None,
+) -> tuple[dict, dict]:
+    """Restore weights and optimizers (the main one and ``extra_optimizers`` saved by name) from
+    the latest complete checkpoint; return (trainer JSON, the other tensors). Also re-publishes
+    the top-level copies when a crash left them stale."""
     run = Path(run)
     source = _checkpoint_dir(run)
     _load_weights(source, model)
@@ -460,11 +479,16 @@ def load_state(run: Path, model: VAE, optimizer: torch.optim.Optimizer) -> tuple
         optimizer.load_state_dict(_join_optimizer_state(tensors, trainer.pop("optimizer")))
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{source}: optimizer state does not fit the model: {e}") from None
+    saved = trainer.pop("optimizers", {})
+    for key, opt in (extra_optimizers or {}).items():
+        if key not in saved:
+            raise CheckpointError(f"{source}: the checkpoint has no state of optimizer {key!r}")
+        opt.load_state_dict(_join_optimizer_state(tensors, saved[key], f"opt_{key}"))
     if source != run:
         _repair_published(run, source)
         if source.name == _read_latest(run / CKPT):  # committed: leftovers of a crash can go
             _delete_except(run / CKPT, keep={source.name, LATEST})
-    return trainer, {k: v for k, v in tensors.items() if not k.startswith("opt.")}
+    return trainer, {k: v for k, v in tensors.items() if not k.startswith(("opt.", "opt_"))}
 
 
 def _repair_published(run: Path, source: Path) -> None:

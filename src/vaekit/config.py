@@ -67,6 +67,16 @@ class ModelConfig:
     cells: int = 1  # deep: residual cells per block
     ema: float = 0.999  # deep: decay of the weights' moving average used to evaluate (0: none)
     mixture_components: int = 10  # logistic_mixture likelihood: logistics per pixel
+    # vae / cvae posterior (models/flows.py): gaussian | iaf | planar (a flow of the Gaussian)
+    posterior: str = "gaussian"
+    flow_steps: int = 4  # iaf / planar: number of flow steps
+    flow_hidden: int = 0  # iaf: MADE hidden units (0: max(4·latent_dim, 64))
+    # vqvae (models/vqvae.py): one stride-2 conv per ``channels`` entry, then the quantizer
+    code_dim: int = 16  # vqvae: dimension E of each codebook vector
+    codebook_size: int = 128  # vqvae: number K of codes
+    commitment: float = 0.25  # vqvae: weight β of the commitment loss
+    codebook_decay: float = 0.99  # vqvae: EMA decay γ of the codebook
+    prior_hidden: int = 128  # vqvae: GRU width of the autoregressive code prior
 
 
 @dataclass
@@ -104,6 +114,20 @@ class ObjectiveConfig:
     free_bits: float = 0.0  # KL floor per latent dimension (nats, batch-averaged); 0 = off
     free_bits_per: str = "dim"  # dim | group: the floor per latent layer (hierarchical models)
     kl_balance: bool = False  # NVAE's KL balancing of latent groups during warm-up (β < 1)
+    # Variants (penalties.PENALTIES): none | tc | dip-i | dip-ii | mmd | factor. The loss changes,
+    # the reported bound stays the ELBO. β (``beta``) weights the KL, for tc the TC term.
+    penalty: str = "none"
+    tc_alpha: float = 1.0  # tc: weight α of the index-code mutual information
+    tc_gamma: float = 1.0  # tc: weight γ of the dimension-wise KL
+    tc_estimator: str = "mss"  # tc: mss (minibatch stratified) | mws (minibatch weighted)
+    dip_lambda_od: float = 10.0  # dip-*: weight of the off-diagonal covariance terms
+    dip_lambda_d: float | None = None  # dip-*: diagonal weight (None: 10·λ_od for I, λ_od for II)
+    mmd_lambda: float = 100.0  # mmd: weight λ of MMD²(q(z), p(z)) (WAE: beta 0)
+    mmd_kernel: str = "imq"  # mmd: imq | rbf
+    mmd_scale: float | None = None  # mmd: squared length scale ℓ² (None: the latent dimension)
+    factor_gamma: float = 10.0  # factor: weight γ of the discriminator's TC estimate
+    factor_hidden: list[int] = field(default_factory=lambda: [1000] * 6)  # factor: widths
+    factor_lr: float = 1e-4  # factor: the discriminator's Adam learning rate (betas 0.5, 0.9)
 
 
 @dataclass

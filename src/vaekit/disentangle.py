@@ -13,22 +13,20 @@ higher is more disentangled; mutual information is in nats.
   from scikit-learn random forests (default) or gradient-boosted trees (disentanglement_lib's).
 - ``sap``: Separated Attribute Predictability (Kumar et al. 2018), threshold classifiers per code.
 - ``evaluate_codes``: all four with fixed seeds.
+
+scikit-learn is imported where a metric needs it, so importing this module (and ``data``, which
+re-exports ``FactorDataset``) stays cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.metrics import mutual_info_score
-from sklearn.tree import DecisionTreeClassifier
-
-if TYPE_CHECKING:
-    from .data.shapes import FactorDataset
 
 __all__ = [
+    "FactorDataset",
     "Encoder",
     "discretize",
     "factor_entropy",
@@ -44,9 +42,26 @@ __all__ = [
     "sap_score_matrix",
     "sap",
     "evaluate_codes",
+    "evaluate_stored",
+    "dims_by_factor",
 ]
 
 Encoder = Callable[[np.ndarray], np.ndarray]  # observations (N, ...) → codes (N, D)
+
+
+@runtime_checkable
+class FactorDataset(Protocol):
+    """A dataset generated from discrete, independent factors: factor k takes values
+    0..factor_sizes[k]−1. ``sample_factors(n, rng)`` → int64 (N, K), ``render(factors)`` →
+    observations (N, ...) as the encoder of a metric expects them (``data.shapes.Shapes`` is
+    one; ``Dataset.factor_source`` holds a dataset's)."""
+
+    @property
+    def factor_sizes(self) -> tuple[int, ...]: ...
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+    def render(self, factors: np.ndarray) -> np.ndarray: ...
 
 
 def _check(codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +108,8 @@ def factor_entropy(factors: np.ndarray) -> np.ndarray:
 
 def mutual_info_matrix(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> np.ndarray:
     """I(z_j; v_k) in nats, (D, K), between discretised codes and factors (plug-in estimate)."""
+    from sklearn.metrics import mutual_info_score
+
     c, f = _check(codes, factors)
     binned = discretize(c, n_bins)
     return np.array([[mutual_info_score(v, z) for v in f.T] for z in binned.T])
@@ -234,6 +251,8 @@ class DCIResult(NamedTuple):
 
 
 def _classifier(model: str, seed: int):
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+
     if model == "forest":  # all features at every split: importance goes to the informative code
         return RandomForestClassifier(
             n_estimators=50, max_features=None, min_samples_leaf=2, random_state=seed, n_jobs=1
@@ -318,6 +337,8 @@ def sap_score_matrix(
     """S (D, K'): test accuracy of predicting varying factor v_k from code z_j alone with
     thresholds on z_j (a one-feature decision tree with as many leaves as v_k has values), the
     discrete-factor score of Kumar et al. (2018); invariant to monotone transforms of z_j."""
+    from sklearn.tree import DecisionTreeClassifier
+
     c, f = _check(codes_train, factors_train)
     ct, ft = _check(codes_test, factors_test)
     cols = np.flatnonzero(_varying(f))
@@ -358,13 +379,16 @@ def evaluate_codes(
     batch_size: int = 64,
     dci_model: str = "forest",
     chunk: int = 4096,
+    n_votes: int | None = None,
+    n_eval_votes: int | None = None,
 ) -> dict[str, float]:
     """MIG, FactorVAE score, DCI and SAP of ``encode`` on ``dataset``, reproducible from ``seed``.
 
     Codes of ``n`` training and ``n_test`` test observations (factors drawn uniformly) feed MIG
     (training codes), DCI and SAP (fit on training, scored on test); the FactorVAE score uses
-    n training and n_test evaluation votes of ``batch_size`` observations each (so it renders
-    (n + n_test)·batch_size + n observations). Returns floats (JSON-ready).
+    ``n_votes`` training and ``n_eval_votes`` evaluation votes (default n and n_test) of
+    ``batch_size`` observations each (so it renders (n_votes + n_eval_votes)·batch_size + n
+    observations). Returns floats (JSON-ready).
     """
     rng = np.random.default_rng(seed)
     f_train = dataset.sample_factors(n, rng)
@@ -376,8 +400,8 @@ def evaluate_codes(
         encode,
         dataset,
         batch_size=batch_size,
-        n_train=n,
-        n_eval=n_test,
+        n_train=n if n_votes is None else n_votes,
+        n_eval=n_test if n_eval_votes is None else n_eval_votes,
         n_variance=n,
         seed=seed + 1,
         chunk=chunk,
@@ -392,3 +416,30 @@ def evaluate_codes(
         "dci_informativeness": d.informativeness,
         "sap": sap(c_train, f_train, c_test, f_test),
     }
+
+
+def evaluate_stored(
+    codes_train: np.ndarray,
+    factors_train: np.ndarray,
+    codes_test: np.ndarray,
+    factors_test: np.ndarray,
+    seed: int = 0,
+    dci_model: str = "forest",
+) -> dict[str, float]:
+    """MIG (training codes), DCI and SAP (fit on training, scored on test) of given codes and
+    their factors: for a factor dataset that cannot render new observations (no FactorVAE
+    score). Returns floats (JSON-ready)."""
+    d = dci(codes_train, factors_train, codes_test, factors_test, model=dci_model, seed=seed)
+    return {
+        "mig": mig(codes_train, factors_train),
+        "dci_disentanglement": d.disentanglement,
+        "dci_completeness": d.completeness,
+        "dci_informativeness": d.informativeness,
+        "sap": sap(codes_train, factors_train, codes_test, factors_test),
+    }
+
+
+def dims_by_factor(mi: np.ndarray) -> list[np.ndarray]:
+    """For each factor k (columns of ``mi`` (D, K), e.g. ``mutual_info_matrix``), the code
+    dimensions by decreasing I(z_j; v_k); ties keep the lower index first."""
+    return [np.argsort(-np.asarray(mi)[:, k], kind="stable") for k in range(np.shape(mi)[1])]

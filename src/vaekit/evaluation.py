@@ -119,10 +119,12 @@ def evaluate(
     ``precision`` (fp32 | bf16) applies to the IWAE estimate (see ``iwae_log_likelihood``).
     ``labels`` condition a conditional model (its NLL is then the conditional −log p(x|y)).
     A hierarchical model adds ``kl_per_layer`` (bottom → top); a text model ``nll_per_token`` and
-    ``elbo_per_token`` (nats per token, ``<eos>`` included); an autoencoder (no bound) skips IWAE
-    and has no ``elbo_bpd``. ``check`` validates every row of ``x`` first (one vectorized pass;
-    off where the caller already did). ``per_example`` adds ``per_example``: ``{"elbo": (N,),
-    "log_px": (N,)}`` float64 tensors (log_px: the IWAE estimate behind ``nll``), for paired
+    ``elbo_per_token`` (nats per token, ``<eos>`` included). A model without a bound
+    (``has_bound = False``: the autoencoder, the VQ-VAE) reports ``recon`` only — no ``elbo``,
+    ``kl``, ``elbo_bpd`` or IWAE — plus what its kind adds (``model.evaluation_extras``: the
+    VQ-VAE's PSNR and code bits). ``check`` validates every row of ``x`` first (one vectorized
+    pass; off where the caller already did). ``per_example`` adds ``per_example``: ``{"elbo":
+    (N,), "log_px": (N,)}`` float64 tensors (log_px: the IWAE estimate behind ``nll``), for paired
     comparisons on the same examples.
     """
     if not model.has_bound:
@@ -175,6 +177,14 @@ def evaluate(
     out["kl_per_dim"] = [round(float(v), 5) for v in kl_mean]
     if kl_layers is not None:
         out["kl_per_layer"] = [round(float(v), 5) for v in kl_layers / n]
+    if not model.has_bound:  # nothing here is a bound on log p(x): say only what it is
+        for key in ("elbo", "kl", "elbo_bpd", "active_units", "kl_per_dim"):
+            out.pop(key, None)
+    extras = getattr(model, "evaluation_extras", None)
+    if extras is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out.update(extras(x, batch_size))
     units = model.likelihood.units(x)
     if units is not None:
         tokens = float(units.sum()) / n

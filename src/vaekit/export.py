@@ -184,6 +184,8 @@ def _check_supported(cfg) -> None:
         )
     if cfg.prior != "normal":
         problems.append(f"prior {cfg.prior!r} (only the standard normal)")
+    if getattr(cfg, "posterior", "gaussian") != "gaussian":
+        problems.append(f"posterior {cfg.posterior!r} (only the diagonal Gaussian)")
     if problems:
         raise ExportError("cannot export this model to ONNX: " + "; ".join(problems))
 

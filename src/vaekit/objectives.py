@@ -6,8 +6,23 @@ is the β-weighted / free-bits loss, its gradient is the chosen estimator's), wh
 ``log_px_z`` and ``kl`` are the true per-example quantities that are logged — never a surrogate.
 
 Options of the training objective (``ObjectiveConfig``, built by ``objective_from_config``):
-β-ELBO, KL warm-up of β (linear, cyclical), free bits, IWAE with K samples, and the gradient
-estimator of the encoder's parameters (``estimators``: reparam, score, stl, dreg).
+β-ELBO, KL warm-up of β (linear, cyclical), free bits, IWAE with K samples, the gradient
+estimator of the encoder's parameters (``estimators``: reparam, score, stl, dreg), and the
+disentangling variants as combinations (``objective.penalty``, ``penalties.PENALTIES``):
+
+    none     loss = −E log p(x|z) + β·KL                                   (VAE, β-VAE)
+    tc       loss = −E log p(x|z) + α·MI + β·TC + γ·dim-KL                 (β-TCVAE)
+    dip-i    loss = −E log p(x|z) + β·KL + λ_od Σ_{i≠j} C_ij² + λ_d Σ (C_ii − 1)², C = Cov[μ]
+    dip-ii   the same with C = Cov_q[z] = E[diag σ²] + Cov[μ]              (DIP-VAE I / II)
+    mmd      loss = −E log p(x|z) + β·KL + λ·MMD²(q(z), p(z))   (InfoVAE; β = 0: WAE-MMD)
+    factor   loss = −E log p(x|z) + β·KL + γ·TC_D, TC_D from a discriminator D (FactorVAE)
+
+InfoVAE's (α, λ) of Zhao et al. are β = 1 − α and mmd_lambda = α + λ − 1. FactorVAE's
+discriminator is part of the ``Objective`` module (its weights are checkpointed with the
+objective's state) and has its own Adam (``Objective.make_aux_optimizer``, created by the run
+setup); the trainer calls ``Objective.after_step`` after each optimizer step, which trains D on
+the step's detached codes (label 0) against dimension-wise permuted codes of a second batch
+(label 1). Every variant reports the true ELBO as ``bound``.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Independent, Normal
 
 from .distributions import KLTerms, kl_terms
 from .estimators import (
@@ -27,6 +43,13 @@ from .estimators import (
     score_term,
     square_importance_weights,
     with_gradient_of,
+)
+from .penalties import (
+    PENALTIES,
+    Discriminator,
+    PenaltyBatch,
+    discriminator_loss,
+    permute_dims,
 )
 from .registry import Registry
 
@@ -44,6 +67,8 @@ __all__ = [
     "ESTIMATORS",
     "WARMUPS",
     "objective_from_config",
+    "gaussian_parameters",
+    "PENALTIES",
 ]
 
 
@@ -57,14 +82,19 @@ class ObjectiveResult:
     kl: Tensor  # (B,) KL(q(z|x) || p(z)) (for IWAE: the single-sample estimate, for logging)
     kl_per_dim: Tensor  # (B, D); for a mixture prior the marginal KLs (see distributions.kl_terms)
     kl_per_group: Tensor | None = None  # (B, G) KL of each latent layer (layered models)
+    z: Tensor | None = None  # (S, B, D) the draws of q(z|x) the estimate used (elbo)
+    terms: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # a penalty's, detached
 
     def metrics(self, loss: float | None = None) -> dict[str, float]:
         """Batch means as floats: ``bound``, ``recon`` (= log p(x|z)), ``kl``, ``loss`` (pass
-        ``float(self.loss)`` when the caller already has it: one conversion per training step)."""
+        ``float(self.loss)`` when the caller already has it: one conversion per training step),
+        and a penalty's logged ``terms`` (e.g. ``tc``, ``mmd``)."""
         with torch.no_grad():
             bound, recon, kl = torch.stack((self.bound, self.log_px_z, self.kl)).mean(1).tolist()
         loss = float(self.loss.detach()) if loss is None else loss
-        return {"loss": loss, "bound": bound, "recon": recon, "kl": kl}
+        out = {"loss": loss, "bound": bound, "recon": recon, "kl": kl}
+        out.update({k: float(v) for k, v in self.terms.items()})
+        return out
 
 
 def elbo(
@@ -98,6 +128,8 @@ def elbo(
     With a prior without a closed-form KL (the VampPrior) the KL is the Monte-Carlo estimate and
     ``kl_per_dim`` are marginal KLs that do not add up to it, so per-dimension free bits are
     refused there (``ValueError``); ``free_bits_groups`` floors the groups' true KLs.
+    A posterior with its own training terms (``qz_x.training_loss()``, the VQ-VAE's commitment
+    and code-prior NLL) adds them to the loss and logs ``qz_x.training_terms()``.
     """
     if check:
         model.check(x)
@@ -113,6 +145,11 @@ def elbo(
     bound = log_px_z - kl
     kl_term = kl if free_bits <= 0 else _floored_kl(kl_t, free_bits, free_bits_groups)
     loss = -(log_px_z - beta * kl_term).mean()
+    terms = {}
+    own = getattr(qz_x, "training_loss", None)
+    if own is not None:  # a posterior's own training terms (VQ-VAE: commitment, code prior)
+        loss = loss + own()
+        terms = qz_x.training_terms()
     if estimator == "score":
         signal = log_px_z_s.detach()  # (S, B)
         b = 0.0
@@ -131,7 +168,9 @@ def elbo(
         loss = with_gradient_of(loss, -(log_px_z_s + beta * log_r).mean())
     elif estimator != "reparam":
         raise ValueError(f"elbo takes estimator reparam, score or stl, not {estimator!r}")
-    return ObjectiveResult(loss, bound, log_px_z, kl, kl_d, _layer_kl(model, kl_t))
+    return ObjectiveResult(
+        loss, bound, log_px_z, kl, kl_d, _layer_kl(model, kl_t), z=z, terms=terms
+    )
 
 
 def _floored_kl(kl: KLTerms, free_bits: float, groups: list[int] | None) -> Tensor:
@@ -266,22 +305,54 @@ WARMUPS = ("none", "linear", "cyclical")
 class Objective(nn.Module):
     """A configured objective ``f(model, x, step=None) -> ObjectiveResult``.
 
-    A module so that what an objective learns or tracks (the score-function baseline) is
-    optimized and checkpointed by the trainer through ``parameters()`` and ``state_dict()``.
+    A module so that what an objective learns or tracks (the score-function baseline,
+    FactorVAE's discriminator) is checkpointed by the trainer through ``state_dict()``. The
+    baseline is optimized with the model (``main_parameters``); the discriminator has its own
+    optimizer (``make_aux_optimizer``) and is trained in ``after_step``.
+    ``dataset_size`` (the training split's N) is needed by the β-TCVAE estimators,
+    ``latent_dim`` by FactorVAE's discriminator.
     """
 
-    def __init__(self, cfg, n_inputs: int | None = None):
+    def __init__(
+        self,
+        cfg,
+        n_inputs: int | None = None,
+        *,
+        dataset_size: int | None = None,
+        latent_dim: int | None = None,
+    ):
         super().__init__()
         _validate(cfg)
         self.cfg = cfg
+        self.dataset_size = dataset_size
+        self.penalty = PENALTIES.get(cfg.penalty)
         self.baseline = None
         if cfg.estimator == "score" and cfg.baseline != "none":
             if cfg.baseline == "learned" and n_inputs is None:
                 raise ValueError("a learned baseline needs objective_from_config(cfg, model)")
             self.baseline = Baseline(n_inputs if cfg.baseline == "learned" else None)
+        self.discriminator = None
+        if cfg.penalty == "factor":
+            if latent_dim is None:
+                raise ValueError("penalty factor needs objective_from_config(cfg, model)")
+            self.discriminator = Discriminator(latent_dim, tuple(cfg.factor_hidden))
+        self._codes: Tensor | None = None  # factor: the last step's detached z (B, D)
 
     def kl_weight(self, step: int | None) -> float:
         return kl_weight(step, self.cfg)
+
+    def main_parameters(self) -> list[nn.Parameter]:
+        """Parameters optimized with the model's (a learned baseline); not the discriminator's."""
+        return [] if self.baseline is None else list(self.baseline.parameters())
+
+    def make_aux_optimizer(self) -> torch.optim.Optimizer | None:
+        """FactorVAE's discriminator Adam (lr ``factor_lr``, betas (0.5, 0.9) as Kim & Mnih), or
+        None for objectives that train nothing on their own."""
+        if self.discriminator is None:
+            return None
+        return torch.optim.Adam(
+            self.discriminator.parameters(), lr=self.cfg.factor_lr, betas=(0.5, 0.9)
+        )
 
     def forward(
         self, model, x: Tensor, y: Tensor | None = None, step: int | None = None
@@ -290,19 +361,78 @@ class Objective(nn.Module):
         if c.name == "iwae":
             return iwae(model, x, y, k=c.n_samples, estimator=c.estimator, check=False)
         beta = self.kl_weight(step)
+        plain = c.penalty == "none"
+        qz_x = None if plain else model.encode(x, y, check=False)
         res = elbo(
             model,
             x,
             y,
-            beta=beta,
+            beta=0.0 if self.penalty.replaces_kl else beta,
             n_samples=c.n_samples,
             free_bits=c.free_bits,
             estimator=c.estimator,
             baseline=self.baseline,
+            qz_x=qz_x,
             free_bits_groups=_groups(model) if c.free_bits_per == "group" else None,
             check=False,  # the run setup checked the data; batches are prepared in the support
         )
-        return kl_balanced(res, model, beta) if c.kl_balance else res
+        if c.kl_balance:
+            res = kl_balanced(res, model, beta)
+        return res if plain else self._penalized(model, res, qz_x, beta)
+
+    def _penalized(self, model, res: ObjectiveResult, qz_x, beta: float) -> ObjectiveResult:
+        """``res`` with the penalty's term (averaged over the S draws) added to its loss."""
+        loc = scale = None
+        if self.penalty.gaussian:
+            loc, scale = gaussian_parameters(qz_x, self.cfg.penalty)
+        terms, logged = [], {}
+        for z in res.z:  # (B, D) per draw
+            prior_z = None
+            if self.penalty.prior_samples:
+                prior_z = model.prior().sample((len(z),)).to(z)
+            batch = PenaltyBatch(z, loc, scale, prior_z, self.dataset_size, self.discriminator)
+            term, logged_s = self.penalty.term(batch, self.cfg, beta)
+            terms.append(term)
+            for k, v in logged_s.items():
+                logged[k] = logged.get(k, 0.0) + v.detach() / len(res.z)
+        if self.discriminator is not None:
+            self._codes = res.z[0].detach()
+        loss = res.loss + torch.stack(terms).mean()
+        return dataclasses.replace(res, loss=loss, terms={**res.terms, **logged})
+
+    def after_step(self, model, second_batch, optimizer=None) -> dict[str, float]:
+        """After the model's optimizer step: FactorVAE's discriminator step (else nothing).
+
+        ``second_batch()`` → ``(x, y)``, another training batch (called only when needed);
+        ``optimizer``: ``make_aux_optimizer()``'s. D learns to tell the step's codes z ~ q(z)
+        (label 0) from ``permute_dims`` of the second batch's codes (label 1, ~ Π_d q(z_d)).
+        Returns the logged ``disc_loss`` (nats)."""
+        if self.discriminator is None or self._codes is None:
+            return {}
+        if optimizer is None:
+            raise ValueError("the FactorVAE discriminator needs its optimizer (make_aux_optimizer)")
+        x2, y2 = second_batch()
+        with torch.no_grad():
+            z2 = model.encode(x2, y2, check=False).rsample()  # (B, D)
+        d = self.discriminator
+        for p in d.parameters():  # drop what the model's loss left there
+            p.grad = None
+        loss = discriminator_loss(d(self._codes), d(permute_dims(z2)))
+        loss.backward()
+        optimizer.step()
+        self._codes = None
+        return {"disc_loss": float(loss.detach())}
+
+
+def gaussian_parameters(qz_x, what: str = "this penalty") -> tuple[Tensor, Tensor]:
+    """(loc, scale), each (B, D), of a diagonal-Gaussian posterior; a clear error otherwise."""
+    base = getattr(qz_x, "base_dist", None)
+    if isinstance(qz_x, Independent) and isinstance(base, Normal) and base.loc.dim() == 2:
+        return base.loc, base.scale
+    raise ValueError(
+        f"penalty {what} needs a diagonal-Gaussian posterior q(z|x) (kinds vae/cvae with "
+        f"model.posterior gaussian), got {type(qz_x).__name__}"
+    )
 
 
 def _groups(model) -> list[int]:
@@ -334,6 +464,26 @@ def _validate(cfg) -> None:
         raise ValueError("objective.beta and objective.free_bits must be non-negative")
     if cfg.kl_balance and (cfg.free_bits > 0 or cfg.estimator != "reparam"):
         raise ValueError("objective.kl_balance works with the reparam estimator and no free bits")
+    PENALTIES.get(cfg.penalty)  # a clear error for an unknown penalty
+    if cfg.penalty != "none":
+        if cfg.name != "elbo" or cfg.estimator != "reparam":
+            raise ValueError(
+                f"objective.penalty {cfg.penalty} works with objective elbo and the reparam "
+                "estimator"
+            )
+        weights = ("tc_alpha", "tc_gamma", "dip_lambda_od", "mmd_lambda", "factor_gamma")
+        if any(getattr(cfg, w) < 0 for w in weights) or (cfg.dip_lambda_d or 0) < 0:
+            raise ValueError(f"the penalty weights {', '.join(weights)} must be non-negative")
+    if cfg.penalty == "tc" and (cfg.free_bits > 0 or cfg.kl_balance):
+        raise ValueError("penalty tc replaces the KL term: no free bits or KL balancing")
+    if cfg.tc_estimator not in ("mss", "mws"):
+        raise ValueError(f"objective.tc_estimator must be mss or mws, not {cfg.tc_estimator!r}")
+    if cfg.mmd_kernel not in ("imq", "rbf"):
+        raise ValueError(f"objective.mmd_kernel must be imq or rbf, not {cfg.mmd_kernel!r}")
+    if cfg.penalty == "factor" and (
+        not cfg.factor_lr > 0 or any(int(h) < 1 for h in cfg.factor_hidden)
+    ):
+        raise ValueError("penalty factor needs factor_lr > 0 and positive factor_hidden widths")
     if cfg.name == "iwae" and (cfg.beta != 1.0 or cfg.warmup != "none" or cfg.free_bits > 0):
         raise ValueError(
             "the IWAE objective has no KL term to weight: β, warm-up and free bits apply to "
@@ -341,9 +491,13 @@ def _validate(cfg) -> None:
         )
 
 
-def objective_from_config(cfg, model=None) -> Objective:
+def objective_from_config(cfg, model=None, dataset_size: int | None = None) -> Objective:
     """The training objective ``f(model, x, step=None)`` of an ``ObjectiveConfig``.
 
-    ``model`` sizes a learned score-function baseline (its input is the model's data).
+    ``model`` sizes a learned score-function baseline (its input is the model's data) and
+    FactorVAE's discriminator (its latent size); ``dataset_size`` (the training split's N) is
+    what the β-TCVAE estimators of log q(z) need.
     """
-    return Objective(cfg, None if model is None else model.n_dims)
+    if model is None:
+        return Objective(cfg, dataset_size=dataset_size)
+    return Objective(cfg, model.n_dims, dataset_size=dataset_size, latent_dim=model.latent_dim)

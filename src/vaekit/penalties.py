@@ -13,17 +13,23 @@ is p(z) = N(0, I). Shapes: ``B`` examples, ``D`` latent dimensions; a single sam
   of the aggregate posterior.
 - FactorVAE (Kim & Mnih 2018): ``permute_dims``, ``Discriminator``, ``factor_tc_estimate``,
   ``discriminator_loss``.
+
+``PENALTIES`` registers each variant as a term of the training loss (``objective.penalty``); the
+configured ``objectives.Objective`` adds it to the (β-)ELBO loss, the reported bound stays the ELBO.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .registry import Registry
 
 __all__ = [
     "TCDecomposition",
@@ -37,6 +43,9 @@ __all__ = [
     "Discriminator",
     "factor_tc_estimate",
     "discriminator_loss",
+    "PenaltyBatch",
+    "Penalty",
+    "PENALTIES",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -281,3 +290,99 @@ def discriminator_loss(logits_q: Tensor, logits_perm: Tensor) -> Tensor:
     zeros = torch.zeros(len(logits_q), dtype=torch.long, device=logits_q.device)
     ones = torch.ones(len(logits_perm), dtype=torch.long, device=logits_perm.device)
     return 0.5 * (F.cross_entropy(logits_q, zeros) + F.cross_entropy(logits_perm, ones))
+
+
+# --------------------------------------------------------------------------------------------
+# The variants: each penalty as a term of the training loss (``objective.penalty``)
+# --------------------------------------------------------------------------------------------
+
+
+class PenaltyBatch(NamedTuple):
+    """What a penalty reads from one training step: ``z`` (B, D), one draw of q(z|x) per
+    example; ``loc``/``scale`` (B, D) of a diagonal-Gaussian q(z|x) (None for other posteriors);
+    ``prior_z`` (B, D) draws of p(z) (MMD only, else None); ``dataset_size`` N of the training
+    split; ``discriminator`` (FactorVAE only)."""
+
+    z: Tensor
+    loc: Tensor | None
+    scale: Tensor | None
+    prior_z: Tensor | None
+    dataset_size: int | None
+    discriminator: nn.Module | None
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """A registered variant: ``term(batch, cfg, beta) -> (scalar loss term, logged terms)``.
+
+    ``replaces_kl``: the term replaces β·KL in the loss (β-TCVAE's decomposition) instead of
+    being added to it; ``gaussian``: it needs a diagonal-Gaussian posterior's loc and scale;
+    ``prior_samples``: it compares q(z) with draws of p(z)."""
+
+    term: Callable[[PenaltyBatch, object, float], tuple[Tensor, dict[str, Tensor]]]
+    replaces_kl: bool = False
+    gaussian: bool = False
+    prior_samples: bool = False
+
+
+def _no_penalty(batch: PenaltyBatch, cfg, beta: float):
+    return batch.z.new_zeros(()), {}
+
+
+def _tc_term(batch: PenaltyBatch, cfg, beta: float):
+    """β-TCVAE: α·MI + β·TC + γ·dim-KL (replaces β·KL), minibatch estimates."""
+    if batch.dataset_size is None:
+        raise ValueError("penalty tc needs the training-set size (objective_from_config(...))")
+    parts = tc_decomposition(batch.z, batch.loc, batch.scale, batch.dataset_size, cfg.tc_estimator)
+    term = cfg.tc_alpha * parts.mi + beta * parts.tc + cfg.tc_gamma * parts.dim_kl
+    return term, {"mi": parts.mi, "tc": parts.tc, "dim_kl": parts.dim_kl}
+
+
+def _dip_term(kind: str):
+    def term(batch: PenaltyBatch, cfg, beta: float):
+        """DIP-VAE: λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii − 1)² added to −ELBO_β."""
+        pen = dip_penalty(batch.loc, batch.scale, kind, cfg.dip_lambda_od, cfg.dip_lambda_d)
+        return pen, {"dip": pen}
+
+    return term
+
+
+def _mmd_term(batch: PenaltyBatch, cfg, beta: float):
+    """InfoVAE / WAE: λ·MMD²(q(z), p(z)) added to −(E log p(x|z) − β·KL)."""
+    value = mmd(batch.z, batch.prior_z, cfg.mmd_kernel, cfg.mmd_scale)
+    return cfg.mmd_lambda * value, {"mmd": value}
+
+
+def _factor_term(batch: PenaltyBatch, cfg, beta: float):
+    """FactorVAE: γ·TC with TC ≈ mean(D(z)_0 − D(z)_1) added to −ELBO_β."""
+    tc = factor_tc_estimate(batch.discriminator(batch.z))
+    return cfg.factor_gamma * tc, {"tc": tc}
+
+
+PENALTIES: Registry[Penalty] = Registry("penalty")
+PENALTIES.register("none", Penalty(_no_penalty), "the plain (β-)ELBO")
+PENALTIES.register(
+    "tc",
+    Penalty(_tc_term, replaces_kl=True, gaussian=True),
+    "β-TCVAE: α·MI + β·TC + γ·dim-KL (tc_alpha, beta, tc_gamma, tc_estimator)",
+)
+PENALTIES.register(
+    "dip-i",
+    Penalty(_dip_term("i"), gaussian=True),
+    "DIP-VAE-I: covariance of the encoder means → I (dip_lambda_od, dip_lambda_d)",
+)
+PENALTIES.register(
+    "dip-ii",
+    Penalty(_dip_term("ii"), gaussian=True),
+    "DIP-VAE-II: covariance of q(z) → I (dip_lambda_od, dip_lambda_d)",
+)
+PENALTIES.register(
+    "mmd",
+    Penalty(_mmd_term, prior_samples=True),
+    "InfoVAE / WAE: λ·MMD(q(z), p(z)) (mmd_lambda, mmd_kernel, mmd_scale; beta on KL)",
+)
+PENALTIES.register(
+    "factor",
+    Penalty(_factor_term),
+    "FactorVAE: γ·TC from a discriminator with its own Adam (factor_gamma, factor_hidden)",
+)

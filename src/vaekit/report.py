@@ -3,7 +3,8 @@
 Every picture is a PNG embedded as a ``data:`` URI and the page has no scripts and no external
 references, so the file opens offline, can be mailed, and shows the same thing years later.
 Sections (HTML ids): ``summary``, ``curves``, ``evaluation``, ``samples``, ``reconstructions``,
-``interpolations``, ``traversals``, ``latent-map``. Image sections say so when the data are not
+``interpolations``, ``traversals``, ``latent-map``, and ``disentanglement`` when the run's data
+have ground-truth factors (``FACTOR_SECTION``). Image sections say so when the data are not
 images; the curves, numbers and latent map work for every data type.
 """
 
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from . import images
 from .checkpoint import load_config_of
+from .disentangle import dims_by_factor, mig_per_factor, mutual_info_matrix
 from .latent import (
     decode_mean,
     dims_by_kl,
@@ -39,6 +41,7 @@ __all__ = [
     "read_metrics",
     "map_figure",
     "traversal_pictures",
+    "FACTOR_SECTION",
 ]
 
 SECTIONS = (
@@ -51,6 +54,7 @@ SECTIONS = (
     ("traversals", "Latent traversals"),
     ("latent-map", "Latent map"),
 )
+FACTOR_SECTION = ("disentanglement", "Disentanglement")  # only for data with known factors
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -275,6 +279,54 @@ def _traversals(model, z: Tensor, order: Tensor, kl: Tensor) -> str:
     return _grid_img(pics, len(values), caption)
 
 
+def _disentanglement(run: Path, z: Tensor, factors: Tensor, names: tuple[str, ...] | None) -> str:
+    """Metrics of ``vaekit disentangle`` (when run), the mutual information I(z_j; v_k) of the
+    shown items' codes and factors (nats, 20 bins) with each factor's MIG, and the traversal
+    grids that ``vaekit disentangle`` wrote."""
+    from matplotlib.figure import Figure
+
+    f = factors.numpy()
+    names = tuple(names or (f"factor{k}" for k in range(f.shape[1])))
+    varying = [k for k in range(f.shape[1]) if len(np.unique(f[:, k])) > 1]
+    parts = []
+    saved = Path(run) / "disentangle" / "metrics.json"
+    if saved.exists():
+        res = json.loads(saved.read_text())
+        keys = ("mig", "factor_vae", "dci_disentanglement", "dci_completeness",
+                "dci_informativeness", "sap")  # fmt: skip
+        parts.append(
+            "<h3>vaekit disentangle</h3>"
+            + _table([(k, res[k]) for k in keys if k in res])
+            + _note(res.get("protocol", ""))
+        )
+    else:
+        parts.append(_note("run `vaekit disentangle RUN` for the FactorVAE score, DCI and SAP"))
+    mi = mutual_info_matrix(z.numpy(), f)  # (D, K)
+    gaps = mig_per_factor(z.numpy(), f)
+    ranked = dims_by_factor(mi)
+    rows = [
+        (names[k], f"MIG {gaps[k]:.3f}; dims by I(z; v): "
+         + ", ".join(f"z{j} {mi[j, k]:.2f}" for j in ranked[k][:3]))
+        for k in varying
+    ]  # fmt: skip
+    parts.append(f"<h3>these {len(z)} items</h3>" + _table(rows))
+    fig = Figure(figsize=(max(4, 0.5 * len(varying) + 2), max(3, 0.3 * mi.shape[0] + 1)))
+    ax = fig.subplots()
+    im = ax.imshow(mi[:, varying], aspect="auto", cmap="magma")
+    ax.set_xticks(range(len(varying)), [names[k] for k in varying], fontsize=8, rotation=30)
+    ax.set_ylabel("latent dimension")
+    ax.set_title("I(z_j; v_k), nats", fontsize=10)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    parts.append(_img(figure_data_uri(fig), "mutual information of codes and factors"))
+    for k in varying:
+        png = Path(run) / "disentangle" / f"traverse-{names[k]}.png"
+        if png.exists():
+            arr = np.asarray(Image.open(png).convert("RGB"))
+            parts.append(_img(png_data_uri(arr), f"{names[k]}: its top dimensions, −3 … 3"))
+    return "".join(parts)
+
+
 def map_figure(z: Tensor, labels: Tensor | None, method: str = "pca", ax=None):
     """A scatter plot of the 2-D ``latent_map`` of codes ``(N, D)`` coloured by label; returns
     the matplotlib ``Figure``."""
@@ -320,11 +372,15 @@ def write_report(
     map_method: str = "pca",
     limit: int = 1000,
     evaluation: dict | None = None,
+    factors: Tensor | None = None,
+    factor_names: tuple[str, ...] | None = None,
 ) -> Path:
     """Write ``RUN/report.html`` (or ``out``) for ``model`` on data ``x`` ``(N, *event_shape)`` (in
     the likelihood's support) with optional labels ``(N,)``; at most ``limit`` items are used.
 
-    ``evaluation`` is an ``evaluation.evaluate`` result to show beside the run's saved ones.
+    ``evaluation`` is an ``evaluation.evaluate`` result to show beside the run's saved ones;
+    ``factors`` int64 ``(N, K)`` (the items' ground-truth factors, ``Dataset.factors``) add the
+    ``disentanglement`` section.
     """
     run = Path(run)
     out = Path(out) if out is not None else run / "report.html"
@@ -332,6 +388,7 @@ def write_report(
         raise ValueError("the report needs at least one example")
     x = x[:limit]
     labels = None if labels is None else labels[: len(x)]
+    factors = None if factors is None else factors[: len(x)]
     model.eval()
     rows = read_metrics(run)
     cache: dict[str, Tensor] = {}
@@ -349,21 +406,25 @@ def write_report(
         "evaluation": lambda: _evaluation(run, rows, evaluation),
         "latent-map": lambda: _latent_map(labels, map_method, *codes()),
     }
+    sections = list(SECTIONS)
+    if factors is not None:
+        sections.append(FACTOR_SECTION)
+        makers["disentanglement"] = lambda: _disentanglement(run, codes()[0], factors, factor_names)
     if images.is_image(model.event_shape):
         makers["samples"] = lambda: _samples(model)
         makers["reconstructions"] = lambda: _reconstructions(model, x)
         makers["interpolations"] = lambda: _interpolations(model, x, labels)
         makers["traversals"] = lambda: _traversals(model, *codes())
     no_pictures = _note(f"data of shape {model.event_shape} are not images: no pictures")
-    body = dict.fromkeys((sid for sid, _ in SECTIONS), no_pictures)
+    body = dict.fromkeys((sid for sid, _ in sections), no_pictures)
     for sid, make in makers.items():
         try:  # a section that this model family cannot draw must not cost the others
             body[sid] = make()
         except Exception as e:
             body[sid] = _note(f"not available for this model: {type(e).__name__}: {e}")
-    nav = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in SECTIONS)
+    nav = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in sections)
     html_sections = "".join(
-        f'<section id="{sid}"><h2>{title}</h2>{body[sid]}</section>' for sid, title in SECTIONS
+        f'<section id="{sid}"><h2>{title}</h2>{body[sid]}</section>' for sid, title in sections
     )
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

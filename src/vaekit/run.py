@@ -5,7 +5,8 @@ objective, optimizer, and (on resume) the saved state.
 (``DataInfo``): first the dataset kind's declared defaults (``data.DATASETS[...].implies``), then
 the model layer's fallbacks (``models.resolve_auto``), then the training length
 (``default_epochs``). ``setup`` builds everything ``train`` needs, in an order that keeps seeded
-runs bit-identical.
+runs bit-identical: the objective gets the training-set size (β-TCVAE's estimators) and, for
+FactorVAE, its discriminator's own Adam (``Run.aux_optimizer``), checkpointed beside the main one.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Run:
     device: torch.device = torch.device("cpu")
     scaler: torch.amp.GradScaler | None = None  # float16 training only
     world: World = World()  # this process among the data-parallel processes
+    aux_optimizer: torch.optim.Optimizer | None = None  # the objective's own (FactorVAE's D)
     epoch: int = 0  # where the loop starts (a resumed run: where it stopped)
     step: int = 0
     batch_in_epoch: int = 0
@@ -170,7 +172,8 @@ def setup(
     x_test = prep.fixed(ds.test, seed=cfg.data.eval_seed)
     model.check(x_test)  # one clear error up front instead of NaNs later
     model.check(prep(ds.train[: tc.batch_size], torch.Generator().manual_seed(0)))
-    objective = objective_from_config(cfg.objective, model)  # may learn (a baseline): optimized
+    # may learn: a baseline (optimized with the model), a discriminator (its own Adam)
+    objective = objective_from_config(cfg.objective, model, dataset_size=len(ds.train))
     model.to(device)
     objective.to(device)
     if tc.compile:  # in place: parameter names (and so checkpoints) stay as they are
@@ -178,7 +181,7 @@ def setup(
         model.decoder.compile()
     # fused Adam: one kernel per step on the CPU instead of a Python loop over parameters.
     optimizer = torch.optim.Adam(
-        [*model.parameters(), *objective.parameters()], lr=tc.lr, fused=True
+        [*model.parameters(), *objective.main_parameters()], lr=tc.lr, fused=True
     )
     run = Run(
         cfg, out, ds, model, prep, x_test, objective, optimizer,
@@ -187,7 +190,13 @@ def setup(
         device=device,
         scaler=grad_scaler(device, tc.precision),
         world=world,
+        aux_optimizer=objective.make_aux_optimizer(),
     )  # fmt: skip
+    if world.size > 1 and run.aux_optimizer is not None:
+        raise ValueError(
+            "an objective with its own optimizer (FactorVAE's discriminator) trains in one "
+            "process for now: use --set train.micro_batches=N in a single process instead"
+        )
     total = run.n_batches * tc.epochs
     if (total < FEW_STEPS or run.n_batches < 5) and world.main:
         log(
@@ -211,7 +220,8 @@ def _quiet(*args) -> None:
 
 def _restore(run: Run, log) -> None:
     """Load a resumed run's weights, optimizer, RNG states, data order and counters."""
-    trainer, tensors = load_state(run.out, run.model, run.optimizer)
+    aux = {"aux": run.aux_optimizer} if run.aux_optimizer is not None else None
+    trainer, tensors = load_state(run.out, run.model, run.optimizer, aux)
     run.epoch, run.step = trainer["epoch"], trainer["step"]
     run.batch_in_epoch = trainer["batch_in_epoch"]
     torch.set_rng_state(tensors["rng.torch"])

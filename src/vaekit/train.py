@@ -123,7 +123,9 @@ def _loop(run: Run, *, resume: bool, log) -> Path:
         if perm_now is not None:
             tensors["data.perm"] = perm_now
         tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
-        save_checkpoint(out, cfg, model, optimizer, dict(state, nonfinite=nonfinite_total), tensors)
+        extra = {"aux": run.aux_optimizer} if run.aux_optimizer is not None else None
+        trainer = dict(state, nonfinite=nonfinite_total)
+        save_checkpoint(out, cfg, model, optimizer, trainer, tensors, extra)
         last_checkpoint = time.monotonic()
         world.barrier()
 
@@ -132,7 +134,7 @@ def _loop(run: Run, *, resume: bool, log) -> Path:
         model.train()
         if perm is None:
             perm = torch.randperm(len(ds.train), generator=gen)
-        sums = {"loss": 0.0, "bound": 0.0, "recon": 0.0, "kl": 0.0}
+        sums = {"loss": 0.0, "bound": 0.0, "recon": 0.0, "kl": 0.0}  # + a penalty's terms
         counted = 0
         bar = tqdm(
             range(batch_in_epoch, run.n_batches),
@@ -176,9 +178,11 @@ def _loop(run: Run, *, resume: bool, log) -> Path:
                 model.after_step()
                 if world.size > 1:  # running statistics (a baseline's mean, a code fit) agree
                     _average_buffers([model, objective], world)
-                m = metrics or res.metrics(loss_value)
-                for key in sums:
-                    sums[key] += m[key]
+                m = dict(metrics or res.metrics(loss_value))
+                # the objective's own step (FactorVAE's discriminator) on the next batch
+                m.update(objective.after_step(model, _batch(run, perm, b + 1), run.aux_optimizer))
+                for key, value in m.items():
+                    sums[key] = sums.get(key, 0.0) + value
                 counted += 1
             if scaler is not None:
                 scaler.update()  # float16: the loss scale follows overflows
@@ -229,7 +233,12 @@ def _loop(run: Run, *, resume: bool, log) -> Path:
     if tc.images and world.main:
         images.write_run_pictures(model, run.x_test, out, labels=ds.test_labels)
         try:  # the report is a convenience: its failure must never lose the trained run
-            log(f"report: {write_report(out, model, run.x_test, ds.test_labels)}")
+            factors = None if ds.factors is None else ds.factors[1]
+            path = write_report(
+                out, model, run.x_test, ds.test_labels, factors=factors,
+                factor_names=ds.factor_names,
+            )  # fmt: skip
+            log(f"report: {path}")
         except Exception as e:
             log(f"report not written ({type(e).__name__}: {e}); try `vaekit report {out}`")
     writer.close()
@@ -283,6 +292,20 @@ def _average_buffers(modules: list[torch.nn.Module], world) -> None:
                 b.copy_(all_sum(b, world) / world.size)
 
 
+def _batch(run: Run, perm, b: int):
+    """``() -> (x, y)``: batch ``b`` (mod the epoch's batches) of the permutation, prepared with
+    the data generator; a function, so that only objectives that need it draw it."""
+
+    def get():
+        bs = run.cfg.train.batch_size
+        start = (b % run.n_batches) * bs
+        idx = perm[start : start + bs]
+        y = None if run.ds.train_labels is None else run.ds.train_labels[idx]
+        return run.prep(run.ds.train[idx], run.gen), y
+
+    return get
+
+
 def _test_metrics(run: Run) -> dict:
     """Test ELBO terms of the epoch's model (IWAE K=0: the bound only), for metrics.jsonl.
     With several processes each scores its own slice (no padded duplicates) and the sums are
@@ -301,13 +324,10 @@ def _test_metrics(run: Run) -> dict:
     )
     if world.size > 1:
         ev = _gather_evaluation(ev, hi - lo, n, world)
-    row = {
-        "test_elbo": ev["elbo"],
-        "test_recon": ev["recon"],
-        "test_kl": ev["kl"],
-        "active_units": ev["active_units"],
-        "kl_per_dim": ev["kl_per_dim"],
-    }
+    names = {"elbo": "test_elbo", "recon": "test_recon", "kl": "test_kl",
+             "active_units": "active_units", "kl_per_dim": "kl_per_dim", "psnr": "test_psnr",
+             "bits_per_code": "test_bits_per_code", "codes_used": "codes_used"}  # fmt: skip
+    row = {new: ev[old] for old, new in names.items() if old in ev}  # no bound: recon only
     if "kl_per_layer" in ev:  # hierarchical models
         row["test_kl_per_layer"] = ev["kl_per_layer"]
     return row
@@ -386,13 +406,15 @@ def _clip_gradients(params: list[torch.Tensor], max_norm: float) -> float:
 
 def _gather_evaluation(ev: dict, n_local: int, n: int, world) -> dict:
     """Means over all processes' slices from each process's means (weighted by slice size)."""
-    keys = ("elbo", "recon", "kl")
-    local = torch.tensor([ev[k] * n_local for k in keys] + [v * n_local for v in ev["kl_per_dim"]])
+    keys = [k for k in ("elbo", "recon", "kl") if k in ev]  # a model without a bound: recon
+    dims = ev.get("kl_per_dim", [])
+    local = torch.tensor([ev[k] * n_local for k in keys] + [v * n_local for v in dims])
     total = all_sum(local.double(), world) / n
-    out = dict(zip(keys, total[:3].tolist(), strict=True))
-    kl = total[3:]
-    out["kl_per_dim"] = [round(float(v), 5) for v in kl]
-    out["active_units"] = int((kl > 0.01).sum())
+    out = dict(zip(keys, total[: len(keys)].tolist(), strict=True))
+    if dims:
+        kl = total[len(keys) :]
+        out["kl_per_dim"] = [round(float(v), 5) for v in kl]
+        out["active_units"] = int((kl > 0.01).sum())
     return out
 
 
@@ -442,4 +464,9 @@ def _summary(row: dict, epochs: int) -> str:
     if "test_elbo" in row:
         s += f"  test elbo {row['test_elbo']:9.3f} (recon {row['test_recon']:.2f}, kl "
         s += f"{row['test_kl']:.2f}, {row['active_units']} active)"
+    elif "test_recon" in row:  # a model without a bound (autoencoder, VQ-VAE)
+        s = f"epoch {row['epoch']:>3}/{epochs}  train recon {row['train_recon']:9.3f}"
+        s += f"  test recon {row['test_recon']:9.3f}"
+        if "test_psnr" in row:
+            s += f" (PSNR {row['test_psnr']:.2f} dB, {row['test_bits_per_code']:.3f} bits/code)"
     return s + f"  [{row['time_s']:.0f}s]"

@@ -20,6 +20,7 @@ from ..inference import INITS, amortization_gap
 from .options import non_negative_int, positive_int, split_data
 
 SHOWN = ["elbo", "recon", "kl", "nll", "nll_stderr", "bpd", "active_units", "n", "k"]
+SHOWN += ["psnr", "code_nll", "bits_per_code", "uniform_bits_per_code", "codes_used"]  # vqvae
 
 
 def cmd_evaluate(args) -> int:

@@ -40,6 +40,26 @@ def _data(model, args):
     return DataPrep(model.likelihood, cfg.data.binarize).fixed(raw, cfg.data.eval_seed), labels
 
 
+def _factors(model, args):
+    """The ground-truth factors ``(N, K)`` of the items ``_data`` returns, and their names, when
+    the dataset has them (else ``(None, None)``)."""
+    spec = getattr(args, "data", None)
+    cfg = model.run_config
+    if spec:
+        ds = load_dataset(spec, args.data_dir)
+    else:
+        ds = load_dataset(
+            cfg.data.dataset,
+            args.data_dir,
+            train_limit=cfg.data.train_limit,
+            test_limit=cfg.data.test_limit,
+        )
+    if ds.factors is None:
+        return None, None
+    f = ds.factors[1] if args.split == "test" else ds.factors[0]
+    return (f[: args.limit] if args.limit else f), ds.factor_names
+
+
 def _check_index(i: int, n: int, split: str) -> None:
     if not 0 <= i < n:
         raise ValueError(f"item {i} is outside the {split} split (0..{n - 1})")
@@ -186,9 +206,11 @@ def cmd_report(args) -> int:
     if args.iw_samples:
         extra = evaluate(model, x, k=args.iw_samples)
         extra["split"] = args.split
+    factors, names = _factors(model, args)
     out = write_report(
-        args.run, model, x, labels, out=args.output, map_method=args.map, evaluation=extra
-    )
+        args.run, model, x, labels, out=args.output, map_method=args.map, evaluation=extra,
+        factors=factors, factor_names=names,
+    )  # fmt: skip
     print(out)
     return 0
 

@@ -16,9 +16,9 @@ from ..config import Config, load_config
 from ..data import BINARIZE, DATASETS, DataPrep, load_dataset
 from ..devices import PRECISIONS
 from ..likelihoods import LIKELIHOODS
-from ..models import MODELS
+from ..models import MODELS, POSTERIORS
 from ..networks import ARCHS, SEQUENCE_ARCHS
-from ..objectives import ESTIMATORS, OBJECTIVES, WARMUPS
+from ..objectives import ESTIMATORS, OBJECTIVES, PENALTIES, WARMUPS
 from ..priors import PRIORS
 
 __all__ = [
@@ -142,13 +142,19 @@ TRAIN_OPTIONS: list[tuple[str, str, dict]] = [
     ("--squeeze-excitation", "model.squeeze_excitation", {"action": "store_const", "const": True,
                                                           "help": "resnet: SE gates"}),
     ("--prior", "model.prior", {"choices": PRIORS.choices(), "help": PRIORS.help()}),
+    ("--posterior", "model.posterior", {"choices": POSTERIORS,
+                                        "help": "vae/cvae: q(z|x) Gaussian or a flow of it"}),
+    ("--flow-steps", "model.flow_steps", {"type": positive_int, "help": "iaf / planar steps"}),
     ("--prior-components", "model.prior_components", {"type": positive_int,
                                                       "help": "vamp: pseudo-inputs"}),
     ("--word-dropout", "model.word_dropout", {"type": non_negative_float,
                                               "help": "seqvae: decoder inputs → <unk> rate"}),
     ("--objective", "objective.name", {"choices": OBJECTIVES.choices(),
                                        "help": OBJECTIVES.help()}),
-    ("--beta", "objective.beta", {"type": non_negative_float, "help": "KL weight in the loss"}),
+    ("--beta", "objective.beta", {"type": non_negative_float,
+                                  "help": "KL weight in the loss (penalty tc: the TC weight)"}),
+    ("--penalty", "objective.penalty", {"choices": PENALTIES.choices(),
+                                        "help": PENALTIES.help()}),
     ("--n-samples", "objective.n_samples", {"type": positive_int,
                                             "help": "z samples per example (K for iwae)"}),
     ("--estimator", "objective.estimator", {"choices": ESTIMATORS}),

@@ -24,6 +24,8 @@ class Dataset:
 
     ``train``/``test`` are ``(N, *event_shape)``: uint8 levels 0..255 for 8-bit data (images are
     ``(C, H, W)``), float32 otherwise (e.g. vectors ``(D,)``). Labels are int64 ``(N,)`` or None.
+    A dataset with known generative factors also has ``factors`` (train, test), int64 ``(N, K)``
+    (its labels are then one of them, e.g. the shape class).
     """
 
     name: str
@@ -37,6 +39,12 @@ class Dataset:
     # Config values this dataset implies when the config leaves them ``auto`` (for example
     # ``{"model.likelihood": "tokens"}``), set by ``load_dataset`` from the registry entry.
     implies: dict = field(default_factory=dict)
+    # Datasets generated from known factors (the ``factors`` protocol): int64 (N, K) factor
+    # indices of the train and test rows, the factors' names, and the generator that renders new
+    # observations from factors (a ``disentangle.FactorDataset``, for the FactorVAE score).
+    factors: tuple[torch.Tensor, torch.Tensor] | None = None
+    factor_names: tuple[str, ...] | None = None
+    factor_source: object | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "event_shape", tuple(int(d) for d in self.event_shape))
@@ -56,6 +64,16 @@ class Dataset:
                     f"{self.name}: {split} labels must be int64 of shape "
                     f"({len(x)},), got {y.dtype} {tuple(y.shape)}"
                 )
+        if self.factors is not None:
+            if len(self.factors) != 2:
+                raise ValueError(f"{self.name}: factors must be a (train, test) pair")
+            pairs = zip(("train", "test"), (self.train, self.test), self.factors, strict=True)
+            for split, x, f in pairs:
+                if f.dtype != torch.int64 or f.dim() != 2 or len(f) != len(x):
+                    raise ValueError(
+                        f"{self.name}: {split} factors must be int64 of shape ({len(x)}, K), "
+                        f"got {f.dtype} {tuple(f.shape)}"
+                    )
         if self.train.dtype != self.test.dtype:
             raise ValueError(
                 f"{self.name}: train is {self.train.dtype} but test is {self.test.dtype}"

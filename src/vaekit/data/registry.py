@@ -13,6 +13,11 @@ the model defaults each kind implies. Loaders return whole datasets as in-memory
 - ``folder:PATH``: the images under PATH (recursive, sorted by relative path). Every 10th image in
   that order (index % 10 == 9) is the test set. Options: ``?size=S`` or ``?size=HxW`` (resize to
   S x S or H x W; default: the first image's size). uint8 ``(N, C, H, W)``, C = 1 (all grey) or 3.
+- ``shapes``: procedural dSprites-style sprites (``shapes.Shapes``), 64x64, values 0/255,
+  distinct factor combinations drawn with a seed; ``?color=1`` (RGB), ``n`` (train size, 60,000),
+  ``test`` (10,000), ``seed`` (0). Labels are the shape class; ``Dataset.factors`` holds all six
+  factors (color, shape, scale, orientation, posX, posY), int64 ``(N, 6)``, and
+  ``Dataset.factor_source`` the generator (``vaekit disentangle`` renders new images with it).
 - ``npz:PATH``: a NumPy ``.npz`` with ``x_train``/``x_test`` (or ``x``: the last 10% is the test
   set) and optional ``y_train``/``y_test`` (or ``y``). Loaded with ``allow_pickle=False``.
 - ``shards:PATH``: a dataset packed into ``.npy`` shards by ``shards.pack_dataset`` (data larger
@@ -32,10 +37,10 @@ Data are uint8 (levels 0..255, ``Dataset.discrete``) or float32; labels are int6
 
 What each kind implies for a config that leaves ``model.kind`` / ``model.arch`` /
 ``model.likelihood`` at ``auto``: ``mnist``/``digits`` → MLP + Bernoulli (dynamic binarization);
-``olivetti``/``folder:`` → conv + discretized logistic; ``npz:`` → by its arrays (8-bit images:
-conv + logistic, other 8-bit arrays: MLP + logistic, non-negative integers: MLP + negative
-binomial, other floats: MLP + Gaussian); ``text:``/``shakespeare`` → ``seqvae`` + GRU + tokens;
-tables → MLP + tabular.
+``olivetti``/``folder:`` → conv + discretized logistic; ``shapes`` → conv + Bernoulli; ``npz:`` →
+by its arrays (8-bit images: conv + logistic, other 8-bit arrays: MLP + logistic, non-negative
+integers: MLP + negative binomial, other floats: MLP + Gaussian); ``text:``/``shakespeare`` →
+``seqvae`` + GRU + tokens; tables → MLP + tabular.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import torch
 from .dataset import Dataset
 from .download import ENV_VAR
 from .images import load_digits, load_folder, load_mnist, load_npz, load_olivetti
+from .shapes import Shapes
 from .shards import load_packed_dataset
 from .tables import load_table_dataset
 from .text import load_text
@@ -156,7 +162,10 @@ def _filter_classes(ds: Dataset, classes: str | None = None, train_classes: str 
     if ds.train_labels is None:
         raise ValueError(f"{ds.name}: has no labels, so classes cannot be selected")
     parts, schema = {}, dict(ds.schema) if ds.schema is not None else None
-    for split, x, y in (("train", ds.train, ds.train_labels), ("test", ds.test, ds.test_labels)):
+    factors = list(ds.factors) if ds.factors is not None else None
+    for i, (split, x, y) in enumerate(
+        (("train", ds.train, ds.train_labels), ("test", ds.test, ds.test_labels))
+    ):
         texts = [t for t in (classes, train_classes if split == "train" else None) if t]
         if not texts:
             continue
@@ -165,9 +174,13 @@ def _filter_classes(ds: Dataset, classes: str | None = None, train_classes: str 
         if not mask.any():
             raise ValueError(f"{ds.name}: no {split} rows of classes {allowed}")
         parts[split], parts[f"{split}_labels"] = x[mask], y[mask]
+        if factors is not None:
+            factors[i] = factors[i][mask]
         if schema is not None and f"{split}_rows" in schema:
             rows = schema[f"{split}_rows"]
             schema[f"{split}_rows"] = [r for r, m in zip(rows, mask.tolist(), strict=True) if m]
+    if factors is not None:
+        parts["factors"] = tuple(factors)
     return dataclasses.replace(ds, schema=schema, **parts)
 
 
@@ -180,12 +193,16 @@ def _limit(ds: Dataset, train_limit: int | None, test_limit: int | None) -> Data
     def cut(t: torch.Tensor | None, n: int | None) -> torch.Tensor | None:
         return t if t is None or n is None or n >= len(t) else t[:n].clone()
 
+    factors = ds.factors
+    if factors is not None:
+        factors = (cut(factors[0], train_limit), cut(factors[1], test_limit))
     return dataclasses.replace(
         ds,
         train=cut(ds.train, train_limit),
         test=cut(ds.test, test_limit),
         train_labels=cut(ds.train_labels, train_limit),
         test_labels=cut(ds.test_labels, test_limit),
+        factors=factors,
     )
 
 
@@ -197,6 +214,44 @@ def _load_text(root: Path, path: str, download: bool, **options) -> Dataset:
 def _load_shakespeare(root: Path, path: str, download: bool, **options) -> Dataset:
     """``shakespeare``: the lines of ``<root>/text/tinyshakespeare.txt``."""
     return load_text(root / "text" / "tinyshakespeare.txt", "shakespeare", **options)
+
+
+def _load_shapes(
+    root: Path, path: str, download: bool, color="0", n="60000", test="10000", seed="0"
+) -> Dataset:
+    """``shapes``: a seeded sample of the procedural dSprites-style sprites (``shapes.Shapes``),
+    distinct factor combinations, train and test disjoint. Options ``color=1`` (RGB, 6 hues),
+    ``n`` training images (default 60,000), ``test`` images (10,000), ``seed`` (0). Labels: the
+    shape class (0 square, 1 ellipse, 2 heart); ``factors``: all six, int64 (N, 6)."""
+    try:
+        colour, n_train, n_test, seed_ = _flag(color), int(n), int(test), int(seed)
+    except ValueError:
+        raise ValueError(f"shapes options: color=0|1, integer n, test, seed; got {n!r}") from None
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"shapes needs n >= 1 and test >= 1, got n={n_train}, test={n_test}")
+    gen = Shapes(color=colour)
+    x, f, xt, ft = gen.load(n_train, n_test, seed_)
+    shape = gen.factor_names.index("shape")
+    name = "shapes" + ("?color=1" if colour else "")
+    return Dataset(
+        name=name,
+        train=torch.from_numpy(x),
+        test=torch.from_numpy(xt),
+        train_labels=torch.from_numpy(f[:, shape].copy()),
+        test_labels=torch.from_numpy(ft[:, shape].copy()),
+        event_shape=x.shape[1:],
+        factors=(torch.from_numpy(f), torch.from_numpy(ft)),
+        factor_names=gen.factor_names,
+        factor_source=gen,
+    )
+
+
+def _flag(text: str) -> bool:
+    if str(text).lower() in ("1", "true", "yes"):
+        return True
+    if str(text).lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected 0 or 1, got {text!r}")
 
 
 def _table_loader(kind: str) -> Callable[..., Dataset]:
@@ -251,6 +306,13 @@ DATASETS: dict[str, DatasetLoader] = {
         options=("size",),
         summary="a folder of images; ?size=S or ?size=HxW",
         implies=PHOTOS,
+    ),
+    "shapes": DatasetLoader(
+        _load_shapes,
+        options=("color", "n", "test", "seed"),
+        summary="procedural dSprites-style sprites with known factors, 1x64x64 (color=1: 3x64x64)"
+        " 0/255; ?color=1&n=60000&test=10000&seed=0",
+        implies={"model.kind": "vae", "model.arch": "conv", "model.likelihood": "bernoulli"},
     ),
     "npz": DatasetLoader(
         load_npz, needs_path=True, summary="a NumPy .npz of arrays", implies=_array_defaults

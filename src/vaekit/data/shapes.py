@@ -22,17 +22,19 @@ Colour variant (``Shapes(color=True)``): RGB images, the colour factor has the 6
 (red, yellow, green, cyan, blue, magenta: the saturated hues whose channels are all 0 or 255), so
 images stay binary per channel and a Bernoulli likelihood still applies.
 
-``FactorDataset`` is the protocol the metrics in ``vaekit.disentangle`` need; any dataset with
-``factor_sizes``, ``sample_factors`` and ``render`` plugs in.
+``FactorDataset`` (defined in ``vaekit.disentangle``, re-exported here) is the protocol the
+metrics need; any dataset with ``factor_sizes``, ``sample_factors`` and ``render`` plugs in. The
+dataset registry's ``shapes`` spec loads a sample of it (``data.registry``).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from ..disentangle import FactorDataset  # the protocol the metrics need (re-exported here)
 
 __all__ = ["FactorDataset", "Shapes", "HUES"]
 
@@ -52,20 +54,6 @@ HUES = np.array(
     [[255, 0, 0], [255, 255, 0], [0, 255, 0], [0, 255, 255], [0, 0, 255], [255, 0, 255]],
     dtype=np.uint8,
 )
-
-
-@runtime_checkable
-class FactorDataset(Protocol):
-    """A dataset generated from discrete, independent factors: factor k takes values
-    0..factor_sizes[k]−1. ``sample_factors(n, rng)`` → int64 (N, K), ``render(factors)`` →
-    observations (N, ...) as the encoder of a metric expects them."""
-
-    @property
-    def factor_sizes(self) -> tuple[int, ...]: ...
-
-    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
-
-    def render(self, factors: np.ndarray) -> np.ndarray: ...
 
 
 def _inside(shape: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:

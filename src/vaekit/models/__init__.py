@@ -1,7 +1,8 @@
 """The model family and its registry.
 
 Every kind is one module (``vae`` — the one-layer VAE, which imports no other family member —
-``autoencoder``, ``hierarchical``, ``sequence``) plus one ``MODELS`` entry here. A model is built
+``autoencoder``, ``hierarchical``, ``sequence``, ``deep``, ``flows`` (posteriors of the one-layer
+kinds), ``vqvae``) plus one ``MODELS`` entry here. A model is built
 from its config and what the data told (``DataInfo``) alone: ``build_model(cfg, info)``.
 """
 
@@ -15,28 +16,43 @@ from ..networks import ARCHS, SEQUENCE_ARCHS
 from ..registry import Registry
 from .autoencoder import Autoencoder, build_autoencoder
 from .deep import DeepVAE, build_deep
+from .flows import POSTERIORS, FlowVAE, build_flow_vae
 from .hierarchical import HierarchicalVAE, build_hierarchical
 from .sequence import SequenceVAE, build_sequence_vae
 from .vae import VAE, build_vae
+from .vqvae import VQVAE, build_vqvae
 
 __all__ = [
     "MODELS",
     "VAE",
     "Autoencoder",
     "DeepVAE",
+    "FlowVAE",
+    "POSTERIORS",
     "HierarchicalVAE",
     "SequenceVAE",
+    "VQVAE",
     "build_model",
     "resolve_auto",
 ]
 
+
+def _build_one_layer(cfg: ModelConfig, info: DataInfo) -> VAE:
+    """Kinds vae / cvae: the Gaussian posterior (``models/vae.py``) or a flow of it
+    (``model.posterior: iaf | planar``, ``models/flows.py``)."""
+    return build_vae(cfg, info) if cfg.posterior == "gaussian" else build_flow_vae(cfg, info)
+
+
 MODELS: Registry = Registry("model kind")
-MODELS.register("vae", build_vae, "one Gaussian latent layer")
-MODELS.register("cvae", build_vae, "conditional on labels (y)")
+MODELS.register("vae", _build_one_layer, "one latent layer (posterior gaussian | iaf | planar)")
+MODELS.register("cvae", _build_one_layer, "conditional on labels (y)")
 MODELS.register("hvae", build_hierarchical, "hierarchy of latent layers, top-down inference")
 MODELS.register("seqvae", build_sequence_vae, "text: sequence encoder, autoregressive decoder")
 MODELS.register("ae", build_autoencoder, "plain autoencoder (no bound)")
 MODELS.register("deep", build_deep, "deep hierarchy of spatial latent maps (NVAE/VDVAE)")
+MODELS.register(
+    "vqvae", build_vqvae, "vector-quantized codes + autoregressive code prior (no bound)"
+)
 
 
 def resolve_auto(cfg: ModelConfig, info: DataInfo) -> ModelConfig:
@@ -67,6 +83,10 @@ def build_model(cfg: ModelConfig, info: DataInfo) -> VAE:
         raise ValueError("data_info has no event_shape; it is filled from the data")
     cfg = resolve_auto(cfg, info)
     build = MODELS.get(cfg.kind)
+    if cfg.posterior not in POSTERIORS:
+        raise ValueError(f"model.posterior must be one of {POSTERIORS}, got {cfg.posterior!r}")
+    if cfg.posterior != "gaussian" and cfg.kind not in ("vae", "cvae"):
+        raise ValueError(f"model.posterior {cfg.posterior} is for kinds vae and cvae")
     text = LIKELIHOODS.get(cfg.likelihood).is_text
     if text != (cfg.kind == "seqvae"):
         raise ValueError(

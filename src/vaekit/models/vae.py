@@ -175,6 +175,11 @@ class VAE(nn.Module):
         """Called by the training loop after each optimizer step (e.g. a moving average of the
         weights); nothing for a plain VAE."""
 
+    def evaluation_extras(self, x: Tensor, batch_size: int = 100) -> dict:
+        """What ``evaluation.evaluate`` adds for this kind beside its bound terms (VQ-VAE: PSNR
+        and its code prior's bits); nothing for a VAE."""
+        return {}
+
     # ---- validation ------------------------------------------------------------------------
     def check(self, x: Tensor) -> None:
         """Raise a clear ``ValueError`` for a wrong shape, non-finite or out-of-support ``x``."""
