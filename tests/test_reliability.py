@@ -335,3 +335,104 @@ def test_iwae_subtracts_log_k():
     for k in (1, 7, 64):
         torch.testing.assert_close(iwae_log_likelihood(model, x, k=k, chunk=5), exact)
         torch.testing.assert_close(vaekit.iwae(model, x, k=k).bound, exact)
+
+
+def test_log_likelihood_is_the_iwae_estimate_of_checked_data():
+    model, w, b, sigma = make_ppca()
+    x = sample_x(5, w, b, sigma)
+    exact = exact_log_px(x, w, b, sigma)
+    torch.testing.assert_close(vaekit.log_likelihood(model, x, k=3), exact)
+    torch.testing.assert_close(vaekit.log_likelihood(model, x.float(), k=3, chunk=2), exact)
+
+
+def _logistic_bin_probability(k: float, loc: float, s: float) -> float:
+    """P(x = k) of the discretized logistic by hand: the logistic CDF over the bin of k on [−1, 1]
+    (centre 2k/255 − 1, half width 1/255), the edge bins taking the tails."""
+    cdf = lambda t: 1.0 / (1.0 + math.exp(-(t - loc) / s))  # noqa: E731
+    c = 2.0 * k / 255.0 - 1.0
+    upper = 1.0 if k == 255 else cdf(c + 1.0 / 255.0)
+    lower = 0.0 if k == 0 else cdf(c - 1.0 / 255.0)
+    return upper - lower
+
+
+def test_discretized_logistic_probabilities_are_the_hand_computed_bins():
+    from vaekit.distributions import DiscretizedLogistic
+
+    loc, s = 0.1, 0.2
+    f64 = dict(dtype=torch.float64)
+    d = DiscretizedLogistic(torch.tensor(loc, **f64), torch.tensor(s, **f64))
+    for k in (0, 1, 140, 254, 255):
+        expected = math.log(_logistic_bin_probability(k, loc, s))
+        got = float(d.log_prob(torch.tensor(float(k), dtype=torch.float64)))
+        assert got == pytest.approx(expected, abs=1e-9), k
+    # far in the tail the CDF difference underflows: density × bin width (2/255) instead
+    loc, s, k = -0.9, 0.05, 200.0
+    tail = DiscretizedLogistic(torch.tensor(loc, **f64), torch.tensor(s, **f64))
+    mid = (2 * k / 255 - 1 - loc) / s
+    expected = -mid - math.log(s) - 2 * math.log1p(math.exp(-mid)) + math.log(2 / 255)
+    assert float(tail.log_prob(torch.tensor(k, **f64))) == pytest.approx(expected, abs=1e-9)
+    assert float(tail.mean) == round((loc + 1) * 127.5)
+
+
+def test_discretized_logistic_samples_follow_its_probabilities():
+    from vaekit.distributions import DiscretizedLogistic
+
+    torch.manual_seed(0)
+    d = DiscretizedLogistic(torch.full((40_000,), 0.2), torch.full((40_000,), 0.03))
+    x = d.sample()
+    levels = torch.arange(256.0)
+    p = d.log_prob(levels[:, None].expand(256, 1)).exp()[:, 0].double()  # (256,)
+    freq = torch.bincount(x.long(), minlength=256).double() / len(x)
+    sd = (p * (1 - p) / len(x)).sqrt()
+    assert ((freq - p).abs() <= 5 * sd + 1e-4).all()
+    assert float(x.min()) >= 0 and float(x.max()) <= 255 and torch.equal(x, x.round())
+
+
+def test_group_kl_sums_exact_terms_takes_a_posteriors_layers_and_refuses_marginals():
+    from vaekit.distributions import KLTerms
+    from vaekit.objectives import group_kl
+
+    per_dim = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [0.5, 0.0, 1.0, 0.0, 2.0]])
+    total = per_dim.sum(-1)
+    exact = KLTerms(total, per_dim)
+    expected = torch.tensor([[3.0, 12.0], [0.5, 3.0]])
+    torch.testing.assert_close(group_kl(exact, [2, 3]), expected)
+    torch.testing.assert_close(group_kl(exact, [5]), total[:, None])
+    layered = KLTerms(total + 1, per_dim, False, torch.tensor([[7.0, 9.0], [1.0, 3.5]]))
+    torch.testing.assert_close(group_kl(layered, [2, 3]), layered.per_group)
+    torch.testing.assert_close(group_kl(layered, [5]), (total + 1)[:, None])
+    marginal = KLTerms(total + 1, per_dim, additive=False)
+    torch.testing.assert_close(group_kl(marginal, [5]), (total + 1)[:, None])
+    with pytest.raises(ValueError, match="decomposition"):
+        group_kl(marginal, [2, 3])
+    with pytest.raises(ValueError, match="decomposition"):  # per_group of other sizes
+        group_kl(KLTerms(total, per_dim, False, torch.ones(2, 3)), [2, 3])
+
+
+def test_logistic_head_reads_loc_then_softplus_scale():
+    from vaekit.distributions import DiscretizedLogistic
+
+    lik = make_likelihood("logistic", (3,)).double()
+    params = torch.tensor([[[0.2, -0.5, 0.9], [-1.0, 0.3, 2.0]]], dtype=torch.float64)
+    x = torch.tensor([[0.0, 100.0, 255.0]], dtype=torch.float64)
+    scale = torch.nn.functional.softplus(params[:, 1]) + 1e-3
+    expected = DiscretizedLogistic(params[:, 0], scale).log_prob(x).sum(-1)
+    torch.testing.assert_close(lik(params).log_prob(x), expected, rtol=0, atol=1e-12)
+
+
+def test_count_heads_check_integer_tensors_and_clamp_the_dispersion():
+    from vaekit.likelihoods.counts import MAX_LOG_RATE, check_counts
+
+    check_counts("poisson", torch.tensor([[0, 3, 7]]))  # integer tensors: zeros are counts
+    with pytest.raises(SupportError, match="non-negative integer"):
+        check_counts("poisson", torch.tensor([[0, -1, 7]]))
+    for name in ("poisson", "negbinomial"):
+        with pytest.raises(SupportError, match=name):
+            make_likelihood(name, (2,)).check(torch.tensor([[0.0, 0.5]]))
+    nb = make_likelihood("negbinomial", (2,))
+    assert torch.equal(nb.log_dispersion, torch.zeros(2))  # θ = 1 at the start
+    eta = torch.zeros(1, 1, 2)
+    with torch.no_grad():
+        nb.log_dispersion.copy_(torch.tensor([3 * MAX_LOG_RATE, -3 * MAX_LOG_RATE]))
+    theta = nb(eta).base_dist.total_count[0]
+    torch.testing.assert_close(theta.log(), torch.tensor([MAX_LOG_RATE, -MAX_LOG_RATE]))
