@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -436,3 +437,72 @@ def test_count_heads_check_integer_tensors_and_clamp_the_dispersion():
         nb.log_dispersion.copy_(torch.tensor([3 * MAX_LOG_RATE, -3 * MAX_LOG_RATE]))
     theta = nb(eta).base_dist.total_count[0]
     torch.testing.assert_close(theta.log(), torch.tensor([MAX_LOG_RATE, -MAX_LOG_RATE]))
+
+
+def test_marginal_log_prob_is_the_1d_mixture_for_any_leading_shape_and_refuses_others():
+    from torch.distributions import Categorical, Gamma, Independent, MixtureSameFamily, Normal
+
+    from vaekit.distributions import marginal_log_prob
+
+    loc, scale = torch.tensor([[0.0, 1.0], [2.0, -1.0]]), torch.tensor([[1.0, 0.5], [0.3, 2.0]])
+    pz = MixtureSameFamily(Categorical(logits=torch.tensor([0.0, 1.0])), diag_gaussian(loc, scale))
+    w = torch.softmax(torch.tensor([0.0, 1.0]), 0)
+    z = torch.tensor([[0.5, -0.2], [1.5, 3.0], [-2.0, 0.0]])  # (B, D): no sample dimension
+    by_hand = (w[:, None, None] * Normal(loc[:, None], scale[:, None]).log_prob(z).exp()).sum(0)
+    torch.testing.assert_close(marginal_log_prob(pz, z), by_hand.log())
+    torch.testing.assert_close(marginal_log_prob(pz, z[None, None]), by_hand.log()[None, None])
+    mix = Categorical(logits=torch.zeros(2))
+    for comps in (
+        Normal(torch.zeros(2), torch.ones(2)),
+        Independent(Gamma(torch.ones(2, 3), 1.0), 1),
+    ):
+        with pytest.raises(ValueError, match="no per-dimension KL"):
+            marginal_log_prob(MixtureSameFamily(mix, comps), z)
+
+
+def test_standard_normal_expands_keeping_its_dtype():
+    from vaekit.distributions import standard_normal
+
+    p = standard_normal(3, dtype=torch.float64).base_dist.expand((4, 3))
+    assert p.batch_shape == (4, 3) and p.loc.dtype == torch.float64
+    assert torch.equal(p.loc, torch.zeros(4, 3, dtype=torch.float64))
+
+
+def test_dreg_hook_scales_the_gradient_reaching_each_draw_by_its_normalized_weight():
+    from vaekit.estimators import square_importance_weights
+
+    z = torch.randn(3, 2, 4, requires_grad=True)  # (K, B, D)
+    log_w = torch.tensor([[0.0, 1.0], [1.0, 1.0], [2.0, -1.0]])
+    square_importance_weights(z, log_w)
+    c = torch.randn(3, 2, 4)
+    (g,) = torch.autograd.grad((z * c).sum(), z)
+    torch.testing.assert_close(g, c * torch.softmax(log_w, 0)[..., None])
+
+
+def test_draws_per_pass_is_about_1024_decoder_rows():
+    from vaekit.evaluation import draws_per_pass
+
+    assert draws_per_pass(3, 1000) == 341 and isinstance(draws_per_pass(3, 1000), int)
+    assert draws_per_pass(1, 5000) == 1024 and draws_per_pass(5000, 1000) == 1
+    assert draws_per_pass(100, 1) == 1 and draws_per_pass(10, 50, chunk=7) == 7
+
+
+def test_robust_power_fit_is_the_likelihood_maximizer_pinned():
+    from scipy.stats import yeojohnson_llf
+
+    from vaekit.likelihoods.yeo_johnson import fit_yeo_johnson
+
+    c, r, lam = fit_yeo_johnson(np.array([1.0, 2.0, 4.0]))  # no outliers: λ = argmax llf
+    assert (c, r) == (2.0, 1.4826) and lam == pytest.approx(0.2866317, abs=1e-4)
+    z = (np.array([1.0, 2.0, 4.0]) - c) / r
+    assert yeojohnson_llf(lam, z) > max(
+        yeojohnson_llf(lam - 0.02, z), yeojohnson_llf(lam + 0.02, z)
+    )
+    assert fit_yeo_johnson(np.array([1.0, 2.0])) == (0.0, 1.0, 1.0)  # < 3 rows: identity
+    # MAD 0 (mostly zeros): the spread is the standard deviation, the shape stays the identity
+    assert fit_yeo_johnson(np.r_[np.zeros(6), 1, 2, 3, 4]) == (0.0, math.sqrt(2.0), 1.0)
+    rng = np.random.default_rng(3)  # 300 log-normal rows and 3 gross outliers, pinned
+    c, r, lam = fit_yeo_johnson(np.r_[rng.lognormal(0.5, 0.6, 300), [40.0, 55.0, -30.0]])
+    assert c == pytest.approx(1.6747684218726409, abs=1e-12)
+    assert r == pytest.approx(0.9715244169553201, abs=1e-12)
+    assert lam == pytest.approx(0.18722607, abs=1e-4)
