@@ -189,7 +189,8 @@ def evaluate(
     if units is not None:
         tokens = float(units.sum()) / n
         out["tokens_per_example"] = tokens
-        out["elbo_per_token"] = out["elbo"] / tokens
+        if "elbo" in out:
+            out["elbo_per_token"] = out["elbo"] / tokens
         if "nll" in out:
             out["nll_per_token"] = out["nll"] / tokens
     if per_example:

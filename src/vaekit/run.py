@@ -166,6 +166,11 @@ def setup(
             f"{cfg.model.prior} prior has none (its per-dim KLs are marginal, see "
             "distributions.kl_terms): set objective.free_bits_per=group or model.prior=normal"
         )
+    if oc.penalty == "factor" and world.size > 1:
+        raise ConfigError(
+            "penalty factor trains its discriminator in one process: data-parallel training "
+            "(--nproc > 1) does not support it yet"
+        )
     model = build_model(cfg.model, cfg.data_info)
     prep = DataPrep(model.likelihood, cfg.data.binarize)
     cfg.data.binarize = prep.binarize

@@ -300,8 +300,8 @@ def _batch(run: Run, perm, b: int):
         bs = run.cfg.train.batch_size
         start = (b % run.n_batches) * bs
         idx = perm[start : start + bs]
-        y = None if run.ds.train_labels is None else run.ds.train_labels[idx]
-        return run.prep(run.ds.train[idx], run.gen), y
+        y = None if run.ds.train_labels is None else run.ds.train_labels[idx].to(run.device)
+        return run.prep(run.ds.train[idx], run.gen).to(run.device), y
 
     return get
 

@@ -279,7 +279,7 @@ class VQVAE(VAE):
         self.eval()
         with torch.no_grad():
             idx = torch.cat(
-                [self.encode(x[i : i + 256].float(), check=False).indices
+                [self.encode(x[i : i + 256].float().to(self.codebook.device), check=False).indices
                  for i in range(0, len(x), 256)]
             )  # fmt: skip
         opt = torch.optim.Adam(self.code_prior.parameters(), lr=lr)
@@ -301,12 +301,12 @@ class VQVAE(VAE):
         self.eval()
         sq, nll, counts = 0.0, 0.0, torch.zeros(self.n_codes, dtype=torch.float64)
         for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size].float()
+            xb = x[start : start + batch_size].float().to(self.codebook.device)
             q = self.encode(xb, check=False)
             recon = self.likelihood.display(self.decode(q.mean).mean)
             sq += float((recon - self.likelihood.display(xb)).pow(2).flatten(1).mean(1).sum())
             nll += float(q.prior_nll.sum())
-            counts += torch.bincount(q.indices.flatten(), minlength=self.n_codes).double()
+            counts += torch.bincount(q.indices.flatten(), minlength=self.n_codes).double().cpu()
         n, positions = len(x), self.grid[1] * self.grid[2]
         p = counts / counts.sum()
         entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
