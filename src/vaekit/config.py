@@ -86,6 +86,8 @@ class DataInfo:
 class DataConfig:
     dataset: str = "mnist"  # data.DATASETS: mnist | digits | olivetti | folder:PATH | ...
     binarize: str = "auto"  # auto | dynamic | none ; auto = dynamic for bernoulli on 8-bit data
+    augment: str = AUTO  # none | flip (training images mirrored left-right with prob. ½);
+    # auto: what the dataset implies (olivetti, folder: flip), else none
     train_limit: int | None = None
     test_limit: int | None = None
     eval_seed: int = 0  # seed of the one fixed binarization/dequantization of the test split

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .latent import PATHS
+from .latent import PATHS, decode_groups
 
 __all__ = [
     "grid",
@@ -93,13 +93,22 @@ def interpolation(
     steps: int = 10,
     path: str = "linear",
     y: Tensor | None = None,
+    *,
+    n_top: int | None = None,
+    temperature: float = 0.0,
 ) -> Tensor:
     """Decoded means along a path (``linear`` or ``slerp``) between the posterior means of two
     examples ``x_a``, ``x_b`` of shape ``event_shape``; returns ``(steps, C, H, W)`` in [0, 1].
-    ``y`` (one label) conditions a conditional model along the whole path."""
+    ``y`` (one label) conditions a conditional model along the whole path. Hierarchical models:
+    ``n_top`` groups follow the path and the groups below are drawn from the prior at
+    ``temperature`` (0: the prior means; seeded); default: all groups."""
     yy = None if y is None else y.reshape(1)
     mu = model.encode(torch.stack([x_a, x_b]).float(), yy, check=False).mean  # (2, D)
-    return _to_unit(model, model.decode(PATHS[path](mu[0], mu[1], steps), yy).mean)
+    codes = PATHS[path](mu[0], mu[1], steps)
+    if n_top is not None and n_top < model.n_groups:
+        means = decode_groups(model, codes, n_top, lower="prior", temperature=temperature)
+        return _to_unit(model, means)
+    return _to_unit(model, model.decode(codes, yy).mean)
 
 
 def write_run_pictures(

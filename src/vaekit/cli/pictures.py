@@ -6,8 +6,8 @@ import torch
 
 from .. import images
 from ..checkpoint import load_run
-from ..latent import PATHS
-from .options import positive_int, split_data, write_output
+from ..latent import PATHS, n_groups_of
+from .options import add_group_options, positive_int, split_data, write_output
 
 
 def cmd_sample(args) -> int:
@@ -46,8 +46,12 @@ def cmd_interpolate(args) -> int:
                 raise ValueError(f"index {i} is outside the {args.split} split (0..{len(x) - 1})")
         a, b = args.from_, args.to
         y = None if labels is None else labels[a]  # a conditional model: the start's class
+    n_top = n_groups_of(model, args.groups)
     with torch.no_grad():
-        path = images.interpolation(model, x[a], x[b], args.steps, args.path, y)
+        path = images.interpolation(
+            model, x[a], x[b], args.steps, args.path, y, n_top=n_top,
+            temperature=args.lower_temperature,
+        )  # fmt: skip
     write_output(args.output, path, args.steps, model)
     return 0
 
@@ -83,5 +87,6 @@ def register(sub) -> None:
     i.add_argument("--steps", type=positive_int, default=10)
     i.add_argument("--path", choices=list(PATHS), default="linear")
     i.add_argument("--split", choices=["test", "train"], default="test")
+    add_group_options(i, default="all", lower=False)  # the groups below: from the prior
     i.add_argument("-o", "--output", default="interpolation.png")
     i.set_defaults(func=cmd_interpolate)

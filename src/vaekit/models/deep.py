@@ -402,19 +402,23 @@ class DeepVAE(VAE):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         nets: _Nets | None = None,
+        keep: int | None = None,
     ) -> _DeepPass:
         """One top-down pass over ``lead = (*S, B)``.
 
-        With bottom-up ``feats`` (per group ``(B, ch, h, w)``) it draws z ~ q (global RNG), or
-        takes the given ``z``, or the mean path (``mean=True``), and scores q and p; without
-        ``feats`` it is the prior: ancestral draws with every scale multiplied by
-        ``temperature`` (from ``generator``), or the given ``z`` scored under p.
+        With bottom-up ``feats`` (per group ``(B, ch, h, w)``, or batch 1 for every row) it draws
+        z ~ q (global RNG), or takes the given ``z``, or the mean path (``mean=True``), and scores
+        q and p; without ``feats`` it is the prior: ancestral draws with every scale multiplied by
+        ``temperature`` (from ``generator``), or the given ``z`` scored under p. ``keep``: only
+        the first ``keep`` groups in generation order (the top ones) are taken from ``z``; the
+        groups below are drawn as without ``z`` (given the kept ones above them).
         """
         nets = nets or self._nets()
         td, c = nets.decoder, self.logscale_clamp
         lead = torch.Size(lead)
         n = lead.numel()
         given = self._split(z) if z is not None else None
+        keep = 0 if z is None else len(self._shapes) if keep is None else int(keep)
         if feats is not None:
             feats = [f.expand(*lead, *f.shape[1:]).reshape(n, *f.shape[1:]) for f in feats]
         h = td.h0.expand(n, *td.h0.shape)
@@ -433,7 +437,7 @@ class DeepVAE(VAE):
                 d_loc, d_ls = group.posterior(F.silu(torch.cat([h, feats[i]], 1))).chunk(2, 1)
                 q_loc, q_ls = p_loc + d_loc, soft_clamp(p_ls + d_ls, c)
                 q_scale = q_ls.exp()
-                if given is not None:
+                if i < keep:
                     zg = given[i]
                     u = (zg - q_loc) / q_scale
                 elif mean:
@@ -445,7 +449,7 @@ class DeepVAE(VAE):
                 t, log_r = (q_loc - p_loc) / p_ls.exp(), q_ls - p_ls
                 kl_g = 0.5 * (t.square() + (2.0 * log_r).exp() - 1.0) - log_r  # (N, c, h, w)
                 kl.append(kl_g.reshape(-1, lead[-1], kl_g[0].numel()).mean(0))  # (B, d_g)
-            elif given is not None:
+            elif i < keep:
                 zg = given[i]
             else:
                 eps = torch.randn(p_loc.shape, generator=generator, dtype=p_loc.dtype)
@@ -453,7 +457,7 @@ class DeepVAE(VAE):
             log_p.append(_normal_log_prob((zg - p_loc) / p_ls.exp(), p_ls).view(lead))
             zs.append(zg)
             h = h + group.combine(zg)
-        if z is None:
+        if keep < len(self._shapes):
             z = torch.cat([zg.reshape(*lead, -1) for zg in zs[::-1]], -1)
         if feats is None:
             return _DeepPass(z, h, lead, td, log_p)
@@ -488,6 +492,45 @@ class DeepVAE(VAE):
         if last is None or last.z is not z or last.decoder is not nets.decoder:
             last = self.top_down(None, z.shape[:-1], z, nets=nets)
         return self._likelihood(last.h, last.lead, nets)
+
+    @property
+    def n_top_groups(self) -> int:
+        """Groups at the coarsest scale (what the latent tools' ``groups="top"`` edits)."""
+        return self._group_counts[0]
+
+    @torch.no_grad()
+    def decode_top(
+        self,
+        z: Tensor,
+        n_top: int,
+        x: Tensor | None = None,
+        y: Tensor | None = None,
+        *,
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Distribution]:
+        """Keep the top ``n_top`` groups (generation order) of codes ``z`` ``(*S, B, D)`` and
+        fill every group below given them: with images ``x`` ``(B or 1, C, H, W)``, the
+        posterior means q(z_g | z_<g, x) (the mean path of x below the edited groups); without,
+        prior draws with scales × ``temperature`` (0: the prior means). Returns the completed
+        codes ``(*S, B, D)`` and p(x | them), from one top-down pass."""
+        if not 1 <= n_top <= len(self._shapes):
+            raise ValueError(f"n_top must be in 1..{len(self._shapes)}, got {n_top}")
+        nets = self._nets()
+        feats = None
+        if x is not None:
+            feats = nets.encoder(nets.likelihood.encoder_input(x.float()))
+        last = self.top_down(
+            feats,
+            z.shape[:-1],
+            z,
+            mean=True,
+            temperature=temperature,
+            generator=generator,
+            nets=nets,
+            keep=n_top,
+        )
+        return last.z, self._likelihood(last.h, last.lead, nets)
 
     def after_step(self) -> None:
         """Move the weights' moving average (``update_ema``) after an optimizer step."""
