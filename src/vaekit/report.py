@@ -311,7 +311,7 @@ def map_figure(z: Tensor, labels: Tensor | None, method: str = "pca", ax=None):
         ax = Figure(figsize=(6, 5)).subplots()
     xy = latent_map(z, method)
     c = None if labels is None else labels.numpy()
-    cmap = "tab10" if c is not None and c.max() < 10 else "viridis"
+    cmap = None if c is None else "tab10" if c.max() < 10 else "viridis"
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=c, cmap=cmap, s=6)
     if c is not None:
         ax.figure.colorbar(sc, ax=ax, label="label")
