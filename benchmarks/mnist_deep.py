@@ -26,7 +26,7 @@ import vaekit
 MODEL = {
     "model.kind": "deep",
     "model.likelihood": "bernoulli",
-    "model.deep_channels": [16, 32, 32],  # 28×28: 16 channels; 14×14 and below: 32
+    "model.deep_channels": [8, 32, 32],  # 28×28: 8 channels; 14×14 and below: 32
     "model.deep_scales": [8, 4, 2],  # latent maps 4×4, 7×7, 14×14
     "model.groups_per_scale": [1, 1, 1],
     "model.latent_channels": 4,
@@ -58,7 +58,7 @@ def main() -> None:
             "train.lr": args.lr,
             "train.lr_final": args.lr / 10,
             "train.clip_norm": 200.0,
-            "train.grad_skip": 1e5,
+            "train.grad_skip": 5000.0,  # typical gradient norms: 60–700
             "train.threads": args.threads,
             "train.images": False,
         },

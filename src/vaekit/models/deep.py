@@ -79,7 +79,9 @@ class DeepOptions:
     deep_scales: list[int] = field(default_factory=lambda: [16, 8, 4])  # downsampling of the
     # latent scales, top (coarsest) → bottom: 64×64 images → 4×4, 8×8, 16×16 latent maps
     groups_per_scale: list[int] = field(default_factory=lambda: [1, 1, 1])  # one entry per scale
-    latent_channels: int = 8  # channels of each latent group's map
+    latent_channels: int | list[int] = 8  # channels of each latent group's map: one count, or
+    # one per scale (coarsest first, like groups_per_scale), e.g. [16, 16, 4] for fewer at the
+    # fine scales
     cells: int = 1  # residual cells per block (one block per group and per non-latent stage)
     ema: float = 0.999  # decay of the weights' moving average (0: none)
     mixture_components: int = 10  # logistic_mixture likelihood: K
@@ -223,7 +225,7 @@ class TopDown(nn.Module):
     def __init__(
         self,
         channels: list[int],
-        latent_channels: int,
+        latent_channels: dict[int, int],
         sizes: list[tuple[int, int]],
         groups: dict[int, int],
         cells: int,
@@ -243,7 +245,7 @@ class TopDown(nn.Module):
                 self.blocks.append(_block(channels[i], cells))
                 if i in groups:
                     self.plan.append(("group", len(self.groups)))
-                    self.groups.append(LatentGroup(channels[i], latent_channels))
+                    self.groups.append(LatentGroup(channels[i], latent_channels[i]))
                     self.group_stage.append(i)
             if i > bottom:
                 self.plan.append(("up", len(self.ups)))
@@ -321,7 +323,11 @@ class DeepVAE(VAE):
                 f"groups_per_scale needs one count ≥ 1 per scale {scales}, got {per_scale}"
             )
         widths = [o.deep_channels] if isinstance(o.deep_channels, int) else list(o.deep_channels)
-        if not widths or min(*widths, o.latent_channels, o.cells) < 1:
+        lc = o.latent_channels
+        lc = [lc] * len(scales) if isinstance(lc, int) else list(lc)
+        if len(lc) != len(scales):
+            raise ValueError(f"latent_channels needs one count or one per scale {scales}, got {lc}")
+        if not widths or min(*widths, *lc, o.cells) < 1:
             raise ValueError("deep_channels, latent_channels and cells must be at least 1")
         widths = [widths[min(i, len(widths) - 1)] for i in range(stages[0] + 1)]  # per stage
         if not 0.0 <= o.ema < 1.0:
@@ -329,12 +335,11 @@ class DeepVAE(VAE):
         c, h, w = event_shape
         sizes = _sizes((h, w), stages[0])
         groups = dict(zip(stages, per_scale, strict=True))  # stage → number of groups
+        latent_channels = dict(zip(stages, lc, strict=True))  # stage → channels of its groups
         encoder = BottomUp(c, widths, groups, o.cells)
-        decoder = TopDown(
-            widths, o.latent_channels, sizes, groups, o.cells, likelihood.n_params * c
-        )
+        decoder = TopDown(widths, latent_channels, sizes, groups, o.cells, likelihood.n_params * c)
         # Group shapes in generation order (top first); z holds them bottom → top.
-        self._shapes = [(o.latent_channels, *sizes[i]) for i in decoder.group_stage]
+        self._shapes = [(latent_channels[i], *sizes[i]) for i in decoder.group_stage]
         latent_dim = sum(math.prod(s) for s in self._shapes)
         super().__init__(encoder, decoder, likelihood, latent_dim, config)
         self.options = o
