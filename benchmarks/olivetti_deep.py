@@ -106,7 +106,7 @@ def pairs_grid(samples: torch.Tensor, train_unit: torch.Tensor) -> tuple[torch.T
 
 
 @torch.no_grad()
-def pictures(model, x_train, x_test, folder: Path, groups: str) -> dict:
+def pictures(model, x_train, x_test, folder: Path, groups: str, sample_groups: int) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     unit = images._to_unit
     train_unit = unit(model, x_train.float())
@@ -121,6 +121,16 @@ def pictures(model, x_train, x_test, folder: Path, groups: str) -> dict:
         nn_rms[str(t)] = round(float(np.mean(rms)), 2)
     path = folder / "olivetti-deep-samples.png"
     out["samples"] = str(images.save_png(path, images.grid(torch.cat(rows), nrow=16)))
+    rows, nn_top = [], {}
+    for t in TEMPERATURES:  # the top groups at t, the groups below at their prior means
+        s = images.samples(model, 8, temperature=t, seed=1, n_top=sample_groups)
+        grid, rms = pairs_grid(s, mirrors)
+        rows.append(grid)
+        nn_top[str(t)] = round(float(np.mean(rms)), 2)
+    path = folder / "olivetti-deep-samples-top.png"
+    out["samples_top"] = str(images.save_png(path, images.grid(torch.cat(rows), nrow=16)))
+    info["samples_top_groups"] = sample_groups
+    info["sample_top_nearest_train_rms_levels"] = nn_top
     _, test_rms = pairs_grid(unit(model, x_test.float()), mirrors)
     info["sample_nearest_train_rms_levels"] = nn_rms
     info["held_out_nearest_train_rms_levels"] = round(float(np.mean(test_rms)), 2)
@@ -173,6 +183,9 @@ def main() -> None:
     p.add_argument("--k", type=int, default=1000, help="importance samples of the NLL")
     p.add_argument("--img", default="docs/img", help="folder of the pictures")
     p.add_argument("--groups", default="top", help="what the latent edits act on (top)")
+    p.add_argument(
+        "--sample-groups", type=int, default=2, help="second sample grid: top groups drawn (2)"
+    )
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -240,7 +253,7 @@ def main() -> None:
         },
         "targets": {"nll_bpd_at_most": 5.0, "psnr_mean_db_above_pca64": True},
     }
-    result.update(pictures(model, x_train, x_test, Path(args.img), args.groups))
+    result.update(pictures(model, x_train, x_test, Path(args.img), args.groups, args.sample_groups))
     print(json.dumps(result))
 
 

@@ -216,6 +216,19 @@ def test_decode_groups_keeps_the_top_and_fills_the_rest():
         model.decode_top(z, 4)
 
 
+def test_samples_with_the_lower_groups_at_their_prior_means():
+    model = make().eval()
+    full = images.samples(model, 5, temperature=0.8, seed=2)
+    top = images.samples(model, 5, temperature=0.8, seed=2, n_top=1)
+    assert full.shape == top.shape == (5, 1, 16, 16)
+    torch.testing.assert_close(top, images.samples(model, 5, temperature=0.8, seed=2, n_top=1))
+    assert not torch.allclose(full, top)
+    z = model.prior_codes(5, temperature=0.0)
+    torch.testing.assert_close(z, model.prior_codes(5, temperature=0.0))  # the prior means
+    cold = images.samples(model, 5, temperature=0.0, n_top=1)  # every group at its prior mean
+    torch.testing.assert_close(cold, images.samples(model, 5, temperature=0.0))
+
+
 def test_interpolation_on_the_top_groups_has_the_frames_shape():
     model = make().eval()
     x = faces(2)
@@ -243,7 +256,8 @@ def test_cli_latent_tools_on_a_deep_run(deep_run, tmp_path, groups, capsys):
     assert main(["interpolate", run, "--from", "0", "--to", "1", "--steps", "5", *common,
                  "-o", str(png)]) == 0  # fmt: skip
     assert Image.open(png).size == (5 * 18 + 2, 18 + 2)
-    assert main(["sample", run, "-n", "4", "--temperature", "0.6", "-o", str(png)]) == 0
+    sample = ["sample", run, "-n", "4", "--temperature", "0.6", "--groups", groups]
+    assert main([*sample, "--lower-temperature", "0.3", "-o", str(png)]) == 0
     capsys.readouterr()
 
 

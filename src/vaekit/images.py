@@ -62,11 +62,26 @@ def _to_unit(model, x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def samples(
-    model, n: int = 64, y: Tensor | None = None, *, temperature: float = 1.0, seed: int = 0
+    model,
+    n: int = 64,
+    y: Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
+    n_top: int | None = None,
+    lower_temperature: float = 0.0,
 ) -> Tensor:
     """Means E[x|z] of ``n`` prior draws z ~ N(0, temperature² I), in [0, 1], seeded; ``y``
-    conditions a conditional model (default: the classes in turn)."""
+    conditions a conditional model (default: the classes in turn). Hierarchical models with
+    ``n_top`` below their number of groups: the top ``n_top`` groups are drawn at
+    ``temperature`` and the groups below at ``lower_temperature`` (0: their prior means)."""
     gen = torch.Generator().manual_seed(seed)
+    if n_top is not None and n_top < model.n_groups:
+        z = model.prior_codes(n, temperature=temperature, generator=gen)
+        means = decode_groups(
+            model, z, n_top, lower="prior", temperature=lower_temperature, seed=seed
+        )
+        return _to_unit(model, means)
     x = model.sample(n, y, temperature=temperature, mean=True, generator=gen)
     return _to_unit(model, x)
 

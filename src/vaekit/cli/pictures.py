@@ -15,7 +15,10 @@ def cmd_sample(args) -> int:
     if args.temperature < 0:
         raise ValueError(f"--temperature must be non-negative, got {args.temperature}")
     label = None if args.label is None else torch.full((args.n,), args.label)
-    x = images.samples(model, args.n, label, temperature=args.temperature, seed=args.seed)
+    x = images.samples(
+        model, args.n, label, temperature=args.temperature, seed=args.seed,
+        n_top=n_groups_of(model, args.groups), lower_temperature=args.lower_temperature,
+    )  # fmt: skip
     write_output(args.output, x, args.nrow, model)
     return 0
 
@@ -65,6 +68,7 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, help="conditional models: the class to generate")
     s.add_argument("--nrow", type=positive_int)
+    add_group_options(s, default="all", lower=False)  # groups below the top ones: prior draws
     s.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("reconstruct", help="inputs above their reconstructions, as a PNG grid")

@@ -508,6 +508,14 @@ class DeepVAE(VAE):
         return self._group_counts[0]
 
     @torch.no_grad()
+    def prior_codes(
+        self, n: int, *, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` ancestral draws of z, every group's prior scale × ``temperature``, ``(n, D)``."""
+        lead = torch.Size([n])
+        return self.top_down(None, lead, temperature=temperature, generator=generator).z
+
+    @torch.no_grad()
     def decode_top(
         self,
         z: Tensor,

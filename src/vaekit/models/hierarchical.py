@@ -251,6 +251,11 @@ class HierarchicalVAE(VAE):
         return super().decode(z[..., : self.latent_dims[0]], y)
 
     @torch.no_grad()
+    def prior_codes(self, n: int, *, temperature=1.0, generator=None) -> Tensor:
+        """``n`` ancestral draws of z, every layer's scale × ``temperature``, ``(n, D)``."""
+        return self.top_down(None, torch.Size([n]), temperature=temperature, generator=generator).z
+
+    @torch.no_grad()
     def decode_top(
         self,
         z: Tensor,

@@ -162,6 +162,13 @@ class VAE(nn.Module):
         return px_z.mean if mean else px_z.sample()
 
     # ---- latent groups (hierarchical kinds override) ------------------------------------------
+    @torch.no_grad()
+    def prior_codes(
+        self, n: int, *, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` codes z ~ p(z) with the prior's scales × ``temperature``, ``(n, D)``."""
+        return self.prior_net.sample(self, n, temperature, generator)
+
     @property
     def n_groups(self) -> int:
         """Number of latent groups (layers): ``len(latent_groups)``, 1 for a one-layer model."""
