@@ -279,10 +279,10 @@ def test_report_and_explorer_on_a_deep_run(deep_run, tmp_path):
     model = vaekit.load(out)
     ds = load_dataset(folder)
     x = DataPrep(model.likelihood, "none").fixed(ds.train)
-    page = write_report(out, model, x, out=tmp_path / "r.html").read_text()
+    page = write_report(out, model, x, out=tmp_path / "r.html", groups="top").read_text()
     assert "temperature 0.6" in page and "top 1 of 3 groups" in page
     assert "not available" not in page
-    client = TestClient(create_app(model, x, groups="top"))
+    client = TestClient(create_app(model, x, groups="top", lower="posterior"))
     info = client.get("/api/info").json()
     assert info["groups"] == {"edited": 1, "total": 3, "lower": "posterior"}
     assert all(d >= 256 for d in info["sliders"])  # the top group's coordinates
