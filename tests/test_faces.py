@@ -195,8 +195,9 @@ def test_decode_groups_keeps_the_top_and_fills_the_rest():
     z = encode(model, x)  # the posterior mean path (3, D)
     recon = decode_mean(model, z)
     for n in (1, 2, 3):  # unedited code, lower groups from the item: the reconstruction
-        torch.testing.assert_close(decode_groups(model, z, n, x=x), recon)
-    assert decode_groups(model, z[None].expand(2, -1, -1), 1, x=x).shape == (2, 3, 1, 16, 16)
+        torch.testing.assert_close(decode_groups(model, z, n, x=x, lower="posterior"), recon)
+    wide = z[None].expand(2, -1, -1)
+    assert decode_groups(model, wide, 1, x=x, lower="posterior").shape == (2, 3, 1, 16, 16)
     edited = z.clone()
     edited[:, group_dims(model, 1)] += 2.0
     full, _ = model.decode_top(edited, 1, x)
@@ -211,7 +212,8 @@ def test_decode_groups_keeps_the_top_and_fills_the_rest():
         warm, decode_groups(model, edited, 1, lower="prior", temperature=1.0, seed=1)
     )
     with pytest.raises(ValueError, match="pass x"):
-        decode_groups(model, z, 1)
+        decode_groups(model, z, 1, lower="posterior")
+    torch.testing.assert_close(decode_groups(model, z, 3), recon)  # all groups: a plain decode
     with pytest.raises(ValueError, match="n_top must be in 1..3"):
         model.decode_top(z, 4)
 
