@@ -195,8 +195,9 @@ def test_decode_groups_keeps_the_top_and_fills_the_rest():
     z = encode(model, x)  # the posterior mean path (3, D)
     recon = decode_mean(model, z)
     for n in (1, 2, 3):  # unedited code, lower groups from the item: the reconstruction
-        torch.testing.assert_close(decode_groups(model, z, n, x=x), recon)
-    assert decode_groups(model, z[None].expand(2, -1, -1), 1, x=x).shape == (2, 3, 1, 16, 16)
+        torch.testing.assert_close(decode_groups(model, z, n, x=x, lower="posterior"), recon)
+    wide = z[None].expand(2, -1, -1)
+    assert decode_groups(model, wide, 1, x=x, lower="posterior").shape == (2, 3, 1, 16, 16)
     edited = z.clone()
     edited[:, group_dims(model, 1)] += 2.0
     full, _ = model.decode_top(edited, 1, x)
@@ -211,7 +212,8 @@ def test_decode_groups_keeps_the_top_and_fills_the_rest():
         warm, decode_groups(model, edited, 1, lower="prior", temperature=1.0, seed=1)
     )
     with pytest.raises(ValueError, match="pass x"):
-        decode_groups(model, z, 1)
+        decode_groups(model, z, 1, lower="posterior")
+    torch.testing.assert_close(decode_groups(model, z, 3), recon)  # all groups: a plain decode
     with pytest.raises(ValueError, match="n_top must be in 1..3"):
         model.decode_top(z, 4)
 
@@ -279,10 +281,10 @@ def test_report_and_explorer_on_a_deep_run(deep_run, tmp_path):
     model = vaekit.load(out)
     ds = load_dataset(folder)
     x = DataPrep(model.likelihood, "none").fixed(ds.train)
-    page = write_report(out, model, x, out=tmp_path / "r.html").read_text()
+    page = write_report(out, model, x, out=tmp_path / "r.html", groups="top").read_text()
     assert "temperature 0.6" in page and "top 1 of 3 groups" in page
     assert "not available" not in page
-    client = TestClient(create_app(model, x, groups="top"))
+    client = TestClient(create_app(model, x, groups="top", lower="posterior"))
     info = client.get("/api/info").json()
     assert info["groups"] == {"edited": 1, "total": 3, "lower": "posterior"}
     assert all(d >= 256 for d in info["sliders"])  # the top group's coordinates

@@ -5,11 +5,12 @@ Works for every model family through ``model.encode`` / ``decode`` / ``prior`` o
 ``(steps, D)``; several codes for several inputs are ``(S, B, D)``, sample dimension first.
 
 Hierarchical models (``hvae``, ``deep``): a code is the posterior *mean path* (each group's
-mean given the means above). The tools can act on the top groups only (``groups``: ``"top"``,
-the groups at the coarsest scale; ``"all"``; or the top N groups in generation order): the
-edited top groups are kept and every group below is filled given them (``decode_groups``) —
-``lower="posterior"``: the posterior means of the edited item's own bottom-up features (its
-details follow the edit), ``lower="prior"``: the prior at ``temperature`` (0: its means).
+mean given the means above). The tools can act on the top groups only (``groups``: ``"all"``,
+the default; ``"top"``, the groups at the coarsest scale; or the top N groups in generation
+order): the edited groups are kept and every group below is filled given them
+(``decode_groups``) — ``lower="prior"`` (default): the prior at ``temperature`` (0: its means),
+``lower="posterior"``: the posterior means of the edited item's own bottom-up features given the
+edited groups (on the Olivetti preset this re-infers the original face: the edit disappears).
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ def decode_groups(
     n_top: int | None = None,
     *,
     x: Tensor | None = None,
-    lower: str = "posterior",
+    lower: str = "prior",
     temperature: float = 0.0,
     seed: int = 0,
 ) -> Tensor:

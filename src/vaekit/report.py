@@ -275,7 +275,7 @@ def traversal_pictures(
     *,
     n_top: int | None = None,
     x: Tensor | None = None,
-    lower: str = "posterior",
+    lower: str = "prior",
     temperature: float = 0.0,
 ) -> Tensor:
     """Decoded means of ``traversal(z0, dims, values)``: ``(K·V, *event_shape)``, rows = dims.
@@ -405,8 +405,8 @@ def write_report(
     evaluation: dict | None = None,
     factors: Tensor | None = None,
     factor_names: tuple[str, ...] | None = None,
-    groups: str | int = "top",
-    lower: str = "posterior",
+    groups: str | int = "all",
+    lower: str = "prior",
 ) -> Path:
     """Write ``RUN/report.html`` (or ``out``) for ``model`` on data ``x`` ``(N, *event_shape)`` (in
     the likelihood's support) with optional labels ``(N,)``; at most ``limit`` items are used.

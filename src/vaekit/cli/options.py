@@ -258,7 +258,7 @@ def groups_arg(text: str) -> str | int:
 
 def add_group_options(
     parser: argparse.ArgumentParser,
-    default: str = "top",
+    default: str = "all",
     lower: bool = True,
     temperature: bool = True,
 ) -> None:
@@ -268,16 +268,16 @@ def add_group_options(
         "--groups",
         type=groups_arg,
         default=default,
-        help="hierarchical models: act on the top groups (top: those at the coarsest scale), "
-        f"all, or the top N ({default})",
+        help="hierarchical models: act on all groups (default), the top ones (those at the "
+        "coarsest scale) or the top N",
     )
     if lower:
         parser.add_argument(
             "--lower",
-            choices=["posterior", "prior"],
-            default="posterior",
-            help="fill the groups below the edit from the item's posterior means (default) or "
-            "from the prior",
+            choices=["prior", "posterior"],
+            default="prior",
+            help="fill the groups below the edited ones from the prior (its means; default) or "
+            "from the item's posterior means given the edit",
         )
     if not temperature:
         return

@@ -68,7 +68,7 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, help="conditional models: the class to generate")
     s.add_argument("--nrow", type=positive_int)
-    add_group_options(s, default="all", lower=False)  # groups below the top ones: prior draws
+    add_group_options(s, lower=False)  # groups below the top ones: prior draws
     s.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("reconstruct", help="inputs above their reconstructions, as a PNG grid")
@@ -91,6 +91,6 @@ def register(sub) -> None:
     i.add_argument("--steps", type=positive_int, default=10)
     i.add_argument("--path", choices=list(PATHS), default="linear")
     i.add_argument("--split", choices=["test", "train"], default="test")
-    add_group_options(i, default="all", lower=False)  # the groups below: from the prior
+    add_group_options(i, lower=False)  # the groups below: from the prior
     i.add_argument("-o", "--output", default="interpolation.png")
     i.set_defaults(func=cmd_interpolate)

@@ -80,8 +80,8 @@ def create_app(
     *,
     name: str = "",
     n_sliders: int = 12,
-    groups: str | int = "top",
-    lower: str = "posterior",
+    groups: str | int = "all",
+    lower: str = "prior",
 ):
     """The explorer for ``model`` on items ``x`` with optional integer ``labels`` ``(N,)``;
     ``groups``/``lower``: what hierarchical models' sliders edit (see the module doc)."""
