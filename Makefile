@@ -8,7 +8,7 @@ export VAEKIT_DATA ?= $(DATA)
 # 1 intra-op thread by default: on a busy 2-core box, 2 threads are often slower.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo test lint bench clean chromium wheel
+.PHONY: venv demo test lint bench clean chromium wheel mutants
 
 venv: $(STAMP)
 
@@ -47,5 +47,15 @@ wheel: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist .
 	@ls -l dist
 
+# Mutation testing of the numerical core (files, test subset and exclusions: [tool.mutmut] in
+# pyproject.toml; results in docs/reliability.md). Niced: it keeps both cores busy for ~1 h.
+# Survivors: $(BIN)/mutmut results; one mutant's diff: $(BIN)/mutmut show NAME.
+mutants: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	nice -n 10 $(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
+	@echo "per module (count, module, status):"
+	@$(BIN)/mutmut results --all true | sed -E 's/^ *([a-z_.]+)\.x.*: (.*)$$/\1 \2/' | sort | uniq -c
+
 clean:
-	rm -rf runs .pytest_cache dist build
+	rm -rf runs .pytest_cache dist build mutants

@@ -5,7 +5,10 @@
 Without RUN a small digits run is trained into a temporary folder first. For each run it measures
 (1) in-process decode + PNG render of one code and (2) the full HTTP round trip of
 ``POST /api/decode`` against a uvicorn server on 127.0.0.1 (one client, sequential requests, codes
-drawn uniformly in the sliders' range [-3, 3]). Prints one JSON object: p50/p95/mean in ms.
+drawn uniformly in the sliders' range [-3, 3]). A hierarchical model's slider move is measured as
+the page makes it: item 0's code with the slider dimensions (top groups) redrawn, sent with
+``item: 0`` so that the groups below are that item's posterior means given the edit (one
+encoder and one top-down pass). Prints one JSON object: p50/p95/mean in ms.
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _info(app) -> dict:
+    """/api/info of the app, in process."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app).get("/api/info").json()
+
+
 def measure(run: Path, n_requests: int, data_dir: str | None) -> dict:
     import httpx
     import uvicorn
@@ -46,18 +56,29 @@ def measure(run: Path, n_requests: int, data_dir: str | None) -> dict:
     from vaekit.checkpoint import load_run
     from vaekit.cli.options import split_data as _split_data
     from vaekit.explore import create_app, render
-    from vaekit.latent import decode_mean
+    from vaekit.latent import decode_groups, encode, n_groups_of
 
     model = load_run(run)
     x, labels = _split_data(model, argparse.Namespace(data_dir=data_dir, limit=1000), "test")
     app = create_app(model, x, labels, name=run.name)
     gen = torch.Generator().manual_seed(0)
-    codes = (torch.rand(n_requests, model.latent_dim, generator=gen) * 6 - 3).tolist()
+    hierarchical = model.n_groups > 1
+    n_top = n_groups_of(model, "top")
+    if hierarchical:  # item 0's code, its slider dims (the top groups' most used) redrawn
+        sliders = torch.tensor(_info(app)["sliders"])
+        base = encode(model, x[:1])[0]
+        codes = base.expand(n_requests, -1).clone()
+        codes[:, sliders] = torch.rand(n_requests, len(sliders), generator=gen) * 6 - 3
+        codes = codes.tolist()
+    else:
+        codes = (torch.rand(n_requests, model.latent_dim, generator=gen) * 6 - 3).tolist()
+    item = 0 if hierarchical else None
 
     local = []
     for z in codes:
         t0 = time.perf_counter()
-        render(model, decode_mean(model, torch.tensor([z])))
+        ref = x[:1].float() if hierarchical else None
+        render(model, decode_groups(model, torch.tensor([z]), n_top, x=ref))
         local.append(1000 * (time.perf_counter() - t0))
 
     port = _free_port()
@@ -73,10 +94,10 @@ def measure(run: Path, n_requests: int, data_dir: str | None) -> dict:
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for z in codes[:10]:  # warm-up
-                client.post("/api/decode", json={"z": z}).raise_for_status()
+                client.post("/api/decode", json={"z": z, "item": item}).raise_for_status()
             for z in codes:
                 t0 = time.perf_counter()
-                client.post("/api/decode", json={"z": z}).raise_for_status()
+                client.post("/api/decode", json={"z": z, "item": item}).raise_for_status()
                 http.append(1000 * (time.perf_counter() - t0))
     finally:
         server.should_exit = True
@@ -87,6 +108,8 @@ def measure(run: Path, n_requests: int, data_dir: str | None) -> dict:
         "arch": model.run_config.model.arch,
         "event_shape": list(model.event_shape),
         "latent_dim": model.latent_dim,
+        "latent_groups": model.latent_groups,
+        "slider_move": "item 0, top groups edited" if hierarchical else "a whole code",
         "requests": n_requests,
         "decode_render_ms": _percentiles(local),
         "http_round_trip_ms": _percentiles(http),

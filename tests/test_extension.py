@@ -185,6 +185,7 @@ SKIPPED = {  # kinds whose data are too big to train in a unit test, or a spelli
     "shakespeare": "its defaults are text:'s; benchmarks/shakespeare.py",
     "mat": "odds: is a mat: file",
     "table": "csv: by suffix",
+    "shards": "a pack of another kind: test_shards.py packs digits and trains from it alone",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -335,3 +336,240 @@ def test_iwae_subtracts_log_k():
     for k in (1, 7, 64):
         torch.testing.assert_close(iwae_log_likelihood(model, x, k=k, chunk=5), exact)
         torch.testing.assert_close(vaekit.iwae(model, x, k=k).bound, exact)
+
+
+def test_log_likelihood_is_the_iwae_estimate_of_checked_data():
+    model, w, b, sigma = make_ppca()
+    x = sample_x(5, w, b, sigma)
+    exact = exact_log_px(x, w, b, sigma)
+    torch.testing.assert_close(vaekit.log_likelihood(model, x, k=3), exact)
+    torch.testing.assert_close(vaekit.log_likelihood(model, x.float(), k=3, chunk=2), exact)
+
+
+def _logistic_bin_probability(k: float, loc: float, s: float) -> float:
+    """P(x = k) of the discretized logistic by hand: the logistic CDF over the bin of k on [−1, 1]
+    (centre 2k/255 − 1, half width 1/255), the edge bins taking the tails."""
+    cdf = lambda t: 1.0 / (1.0 + math.exp(-(t - loc) / s))  # noqa: E731
+    c = 2.0 * k / 255.0 - 1.0
+    upper = 1.0 if k == 255 else cdf(c + 1.0 / 255.0)
+    lower = 0.0 if k == 0 else cdf(c - 1.0 / 255.0)
+    return upper - lower
+
+
+def test_discretized_logistic_probabilities_are_the_hand_computed_bins():
+    from vaekit.distributions import DiscretizedLogistic
+
+    loc, s = 0.1, 0.2
+    f64 = dict(dtype=torch.float64)
+    d = DiscretizedLogistic(torch.tensor(loc, **f64), torch.tensor(s, **f64))
+    for k in (0, 1, 140, 254, 255):
+        expected = math.log(_logistic_bin_probability(k, loc, s))
+        got = float(d.log_prob(torch.tensor(float(k), dtype=torch.float64)))
+        assert got == pytest.approx(expected, abs=1e-9), k
+    # far in the tail the CDF difference underflows: density × bin width (2/255) instead
+    loc, s, k = -0.9, 0.05, 200.0
+    tail = DiscretizedLogistic(torch.tensor(loc, **f64), torch.tensor(s, **f64))
+    mid = (2 * k / 255 - 1 - loc) / s
+    expected = -mid - math.log(s) - 2 * math.log1p(math.exp(-mid)) + math.log(2 / 255)
+    assert float(tail.log_prob(torch.tensor(k, **f64))) == pytest.approx(expected, abs=1e-9)
+    assert float(tail.mean) == round((loc + 1) * 127.5)
+
+
+def test_discretized_logistic_samples_follow_its_probabilities():
+    from vaekit.distributions import DiscretizedLogistic
+
+    torch.manual_seed(0)
+    d = DiscretizedLogistic(torch.full((40_000,), 0.2), torch.full((40_000,), 0.03))
+    x = d.sample()
+    levels = torch.arange(256.0)
+    p = d.log_prob(levels[:, None].expand(256, 1)).exp()[:, 0].double()  # (256,)
+    freq = torch.bincount(x.long(), minlength=256).double() / len(x)
+    sd = (p * (1 - p) / len(x)).sqrt()
+    assert ((freq - p).abs() <= 5 * sd + 1e-4).all()
+    assert float(x.min()) >= 0 and float(x.max()) <= 255 and torch.equal(x, x.round())
+
+
+def test_group_kl_sums_exact_terms_takes_a_posteriors_layers_and_refuses_marginals():
+    from vaekit.distributions import KLTerms
+    from vaekit.objectives import group_kl
+
+    per_dim = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [0.5, 0.0, 1.0, 0.0, 2.0]])
+    total = per_dim.sum(-1)
+    exact = KLTerms(total, per_dim)
+    expected = torch.tensor([[3.0, 12.0], [0.5, 3.0]])
+    torch.testing.assert_close(group_kl(exact, [2, 3]), expected)
+    torch.testing.assert_close(group_kl(exact, [5]), total[:, None])
+    layered = KLTerms(total + 1, per_dim, False, torch.tensor([[7.0, 9.0], [1.0, 3.5]]))
+    torch.testing.assert_close(group_kl(layered, [2, 3]), layered.per_group)
+    torch.testing.assert_close(group_kl(layered, [5]), (total + 1)[:, None])
+    marginal = KLTerms(total + 1, per_dim, additive=False)
+    torch.testing.assert_close(group_kl(marginal, [5]), (total + 1)[:, None])
+    with pytest.raises(ValueError, match="decomposition"):
+        group_kl(marginal, [2, 3])
+    with pytest.raises(ValueError, match="decomposition"):  # per_group of other sizes
+        group_kl(KLTerms(total, per_dim, False, torch.ones(2, 3)), [2, 3])
+
+
+def test_logistic_head_reads_loc_then_softplus_scale():
+    from vaekit.distributions import DiscretizedLogistic
+
+    lik = make_likelihood("logistic", (3,)).double()
+    params = torch.tensor([[[0.2, -0.5, 0.9], [-1.0, 0.3, 2.0]]], dtype=torch.float64)
+    x = torch.tensor([[0.0, 100.0, 255.0]], dtype=torch.float64)
+    scale = torch.nn.functional.softplus(params[:, 1]) + 1e-3
+    expected = DiscretizedLogistic(params[:, 0], scale).log_prob(x).sum(-1)
+    torch.testing.assert_close(lik(params).log_prob(x), expected, rtol=0, atol=1e-12)
+
+
+def test_count_heads_check_integer_tensors_and_clamp_the_dispersion():
+    from vaekit.likelihoods.counts import MAX_LOG_RATE, check_counts
+
+    check_counts("poisson", torch.tensor([[0, 3, 7]]))  # integer tensors: zeros are counts
+    with pytest.raises(SupportError, match="non-negative integer"):
+        check_counts("poisson", torch.tensor([[0, -1, 7]]))
+    for name in ("poisson", "negbinomial"):
+        with pytest.raises(SupportError, match=name):
+            make_likelihood(name, (2,)).check(torch.tensor([[0.0, 0.5]]))
+    nb = make_likelihood("negbinomial", (2,))
+    assert torch.equal(nb.log_dispersion, torch.zeros(2))  # θ = 1 at the start
+    eta = torch.zeros(1, 1, 2)
+    with torch.no_grad():
+        nb.log_dispersion.copy_(torch.tensor([3 * MAX_LOG_RATE, -3 * MAX_LOG_RATE]))
+    theta = nb(eta).base_dist.total_count[0]
+    torch.testing.assert_close(theta.log(), torch.tensor([MAX_LOG_RATE, -MAX_LOG_RATE]))
+
+
+def test_marginal_log_prob_is_the_1d_mixture_for_any_leading_shape_and_refuses_others():
+    from torch.distributions import Categorical, Gamma, Independent, MixtureSameFamily, Normal
+
+    from vaekit.distributions import marginal_log_prob
+
+    loc, scale = torch.tensor([[0.0, 1.0], [2.0, -1.0]]), torch.tensor([[1.0, 0.5], [0.3, 2.0]])
+    pz = MixtureSameFamily(Categorical(logits=torch.tensor([0.0, 1.0])), diag_gaussian(loc, scale))
+    w = torch.softmax(torch.tensor([0.0, 1.0]), 0)
+    z = torch.tensor([[0.5, -0.2], [1.5, 3.0], [-2.0, 0.0]])  # (B, D): no sample dimension
+    by_hand = (w[:, None, None] * Normal(loc[:, None], scale[:, None]).log_prob(z).exp()).sum(0)
+    torch.testing.assert_close(marginal_log_prob(pz, z), by_hand.log())
+    torch.testing.assert_close(marginal_log_prob(pz, z[None, None]), by_hand.log()[None, None])
+    mix = Categorical(logits=torch.zeros(2))
+    for comps in (
+        Normal(torch.zeros(2), torch.ones(2)),
+        Independent(Gamma(torch.ones(2, 3), 1.0), 1),
+    ):
+        with pytest.raises(ValueError, match="no per-dimension KL"):
+            marginal_log_prob(MixtureSameFamily(mix, comps), z)
+
+
+def test_standard_normal_expands_keeping_its_dtype():
+    from vaekit.distributions import standard_normal
+
+    p = standard_normal(3, dtype=torch.float64).base_dist.expand((4, 3))
+    assert p.batch_shape == (4, 3) and p.loc.dtype == torch.float64
+    assert torch.equal(p.loc, torch.zeros(4, 3, dtype=torch.float64))
+
+
+def test_dreg_hook_scales_the_gradient_reaching_each_draw_by_its_normalized_weight():
+    from vaekit.estimators import square_importance_weights
+
+    z = torch.randn(3, 2, 4, requires_grad=True)  # (K, B, D)
+    log_w = torch.tensor([[0.0, 1.0], [1.0, 1.0], [2.0, -1.0]])
+    square_importance_weights(z, log_w)
+    c = torch.randn(3, 2, 4)
+    (g,) = torch.autograd.grad((z * c).sum(), z)
+    torch.testing.assert_close(g, c * torch.softmax(log_w, 0)[..., None])
+
+
+def test_draws_per_pass_is_about_1024_decoder_rows():
+    from vaekit.evaluation import draws_per_pass
+
+    assert draws_per_pass(3, 1000) == 341 and isinstance(draws_per_pass(3, 1000), int)
+    assert draws_per_pass(1, 5000) == 1024 and draws_per_pass(5000, 1000) == 1
+    assert draws_per_pass(100, 1) == 1 and draws_per_pass(10, 50, chunk=7) == 7
+
+
+def test_robust_power_fit_is_the_likelihood_maximizer_pinned():
+    from scipy.stats import yeojohnson_llf
+
+    from vaekit.likelihoods.yeo_johnson import fit_yeo_johnson
+
+    c, r, lam = fit_yeo_johnson(np.array([1.0, 2.0, 4.0]))  # no outliers: λ = argmax llf
+    assert (c, r) == (2.0, 1.4826) and lam == pytest.approx(0.2866317, abs=1e-4)
+    z = (np.array([1.0, 2.0, 4.0]) - c) / r
+    assert yeojohnson_llf(lam, z) > max(
+        yeojohnson_llf(lam - 0.02, z), yeojohnson_llf(lam + 0.02, z)
+    )
+    assert fit_yeo_johnson(np.array([1.0, 2.0])) == (0.0, 1.0, 1.0)  # < 3 rows: identity
+    # MAD 0 (mostly zeros): the spread is the standard deviation, the shape stays the identity
+    assert fit_yeo_johnson(np.r_[np.zeros(6), 1, 2, 3, 4]) == (0.0, math.sqrt(2.0), 1.0)
+    rng = np.random.default_rng(3)  # 300 log-normal rows and 3 gross outliers, pinned
+    c, r, lam = fit_yeo_johnson(np.r_[rng.lognormal(0.5, 0.6, 300), [40.0, 55.0, -30.0]])
+    assert c == pytest.approx(1.6747684218726409, abs=1e-12)
+    assert r == pytest.approx(0.9715244169553201, abs=1e-12)
+    assert lam == pytest.approx(0.18722607, abs=1e-4)
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg"])
+def test_iwae_result_and_encoder_gradient_are_the_formulas(estimator):
+    """On the same seeded draws: L_K, E log p(x|z), the analytic KL, and the encoder gradient of
+    −mean L_K for each estimator, with w̃ = softmax_k log w_k and log w at q's parameters held
+    fixed (stl, dreg): reparam ∇L_K, stl Σ_k w̃_k ∇log w_k, dreg Σ_k w̃_k² ∇log w_k."""
+    from test_estimators import perturbed_ppca
+
+    from vaekit.estimators import detached_posterior
+
+    model, w, b, sigma = perturbed_ppca()
+    x = sample_x(4, w, b, sigma)
+    enc = list(model.encoder.parameters())
+    torch.manual_seed(0)
+    res = vaekit.iwae(model, x, k=5, estimator=estimator)
+    got = torch.autograd.grad(res.loss, enc)
+    torch.manual_seed(0)
+    qz_x = model.encode(x)
+    z = qz_x.rsample((5,))
+    log_px_z = model.decode(z).log_prob(x)
+    q = qz_x if estimator == "reparam" else detached_posterior(qz_x)
+    log_w = log_px_z + model.prior().log_prob(z) - q.log_prob(z)
+    bound = torch.logsumexp(log_w, 0) - math.log(5)
+    torch.testing.assert_close(res.bound, bound)
+    torch.testing.assert_close(float(res.loss), float(-bound.mean()))
+    torch.testing.assert_close(res.log_px_z, log_px_z.mean(0))
+    torch.testing.assert_close(res.kl, kl_per_dim(qz_x, model.prior()).sum(-1))
+    assert res.kl_per_dim.shape == (4, 2) and res.kl_per_group is None
+    wt = torch.softmax(log_w.detach(), 0)
+    surrogate = {"reparam": bound, "stl": (wt * log_w).sum(0), "dreg": (wt**2 * log_w).sum(0)}
+    expected = torch.autograd.grad(-surrogate[estimator].mean(), enc)
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, e)
+
+
+def test_conditional_bounds_pass_the_labels_through():
+    torch.manual_seed(0)
+    model = build(**IMAGE, kind="cvae", n_classes=3).eval()
+    x, y = _binary(6), torch.arange(6) % 3
+    torch.manual_seed(1)
+    got = vaekit.iwae(model, x, y, k=4).bound
+    torch.manual_seed(1)
+    qz_x = model.encode(x, y)
+    z = qz_x.rsample((4,))
+    log_w = model.decode(z, y).log_prob(x) + model.prior().log_prob(z) - qz_x.log_prob(z)
+    torch.testing.assert_close(got, torch.logsumexp(log_w, 0) - math.log(4))
+    torch.manual_seed(1)
+    assert not torch.allclose(vaekit.iwae(model, x, (y + 1) % 3, k=4).bound, got)
+
+
+def test_iwae_reports_each_layers_kl_and_metrics_are_batch_means():
+    torch.manual_seed(0)
+    model = build(**IMAGE | {"kind": "hvae", "latent_dims": [4, 2]}).eval()
+    x = _binary(5)
+    with torch.no_grad():
+        res = vaekit.iwae(model, x, k=3)
+    assert res.kl_per_group.shape == (5, 2)
+    torch.testing.assert_close(res.kl_per_group.sum(-1), res.kl)
+    m = res.metrics()
+    assert m["loss"] == pytest.approx(float(res.loss)) and m["kl"] == pytest.approx(
+        float(res.kl.mean())
+    )
+    assert m["bound"] == pytest.approx(float(res.bound.mean()))
+    assert m["recon"] == pytest.approx(float(res.log_px_z.mean()))
+    assert res.metrics(loss=1.5)["loss"] == 1.5
+    assert standard_error(torch.tensor([1.0, 3.0])) == pytest.approx(1.0, abs=1e-12)

@@ -204,8 +204,8 @@ def save_checkpoint(
     ckpt = run / CKPT
     opt_tensors, opt_meta = _split_optimizer_state(optimizer.state_dict())
     extra_meta = {}
-    for extra_name, opt in (extra_optimizers or {}).items():
-        t, extra_meta[extra_name] = _split_optimizer_state(opt.state_dict(), f"opt_{extra_name}")
+    for key, opt in (extra_optimizers or {}).items():
+        t, extra_meta[key] = _split_optimizer_state(opt.state_dict(), f"opt_{key}")
         opt_tensors.update(t)
     trainer = {**trainer, "optimizer": opt_meta}
     if extra_meta:
@@ -480,12 +480,10 @@ def load_state(
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{source}: optimizer state does not fit the model: {e}") from None
     saved = trainer.pop("optimizers", {})
-    for extra_name, opt in (extra_optimizers or {}).items():
-        if extra_name not in saved:
-            raise CheckpointError(
-                f"{source}: the checkpoint has no state of optimizer {extra_name!r}"
-            )
-        opt.load_state_dict(_join_optimizer_state(tensors, saved[extra_name], f"opt_{extra_name}"))
+    for key, opt in (extra_optimizers or {}).items():
+        if key not in saved:
+            raise CheckpointError(f"{source}: the checkpoint has no state of optimizer {key!r}")
+        opt.load_state_dict(_join_optimizer_state(tensors, saved[key], f"opt_{key}"))
     if source != run:
         _repair_published(run, source)
         if source.name == _read_latest(run / CKPT):  # committed: leftovers of a crash can go

@@ -63,7 +63,8 @@ class ModelConfig:
     deep_channels: list[int] = field(default_factory=lambda: [32])
     deep_scales: list[int] = field(default_factory=lambda: [16, 8, 4])
     groups_per_scale: list[int] = field(default_factory=lambda: [1, 1, 1])
-    latent_channels: int = 8  # deep: channels of each latent group's map
+    latent_channels: int | list[int] = 8  # deep: channels of each latent group's map (or one
+    # count per scale, coarsest first)
     cells: int = 1  # deep: residual cells per block
     ema: float = 0.999  # deep: decay of the weights' moving average used to evaluate (0: none)
     mixture_components: int = 10  # logistic_mixture likelihood: logistics per pixel
@@ -96,6 +97,8 @@ class DataInfo:
 class DataConfig:
     dataset: str = "mnist"  # data.DATASETS: mnist | digits | olivetti | folder:PATH | ...
     binarize: str = "auto"  # auto | dynamic | none ; auto = dynamic for bernoulli on 8-bit data
+    augment: str = AUTO  # none | flip (training images mirrored left-right with prob. ½);
+    # auto: what the dataset implies (olivetti, folder: flip), else none
     train_limit: int | None = None
     test_limit: int | None = None
     eval_seed: int = 0  # seed of the one fixed binarization/dequantization of the test split

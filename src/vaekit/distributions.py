@@ -18,7 +18,6 @@ from torch.distributions import (
     Distribution,
     Independent,
     MixtureSameFamily,
-    MultivariateNormal,
     Normal,
     constraints,
     kl_divergence,
@@ -136,8 +135,8 @@ def kl_per_dim(qz_x: Distribution, pz: Distribution, z: Tensor | None = None) ->
 def marginal_log_prob(pz: Distribution, z: Tensor) -> Tensor:
     """log p_d(z_d), the log density of each coordinate under the prior's 1-D marginal,
     ``z.shape`` nats. A mixture of diagonal Gaussians (the VampPrior) has the 1-D mixture
-    marginals log p_d(z_d) = logsumexp_k [log π_k + log N(z_d; μ_kd, σ_kd²)]; a full-covariance
-    Gaussian N(μ, Σ) has N(μ_d, Σ_dd)."""
+    marginals log p_d(z_d) = logsumexp_k [log π_k + log N(z_d; μ_kd, σ_kd²)] (``ValueError`` for
+    other priors)."""
     if isinstance(pz, MixtureSameFamily):
         comps = pz.component_distribution
         normal = getattr(comps, "base_dist", None)
@@ -145,9 +144,6 @@ def marginal_log_prob(pz: Distribution, z: Tensor) -> Tensor:
             log_pi = pz.mixture_distribution.logits.log_softmax(-1)  # (K,)
             lp = Normal(normal.loc, normal.scale, validate_args=False).log_prob(z.unsqueeze(-2))
             return torch.logsumexp(lp + log_pi.unsqueeze(-1), -2)  # (..., K, D) → (..., D)
-    if isinstance(pz, MultivariateNormal):
-        sd = pz.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
-        return Normal(pz.loc, sd, validate_args=False).log_prob(z)
     raise ValueError(
         f"no per-dimension KL for the prior {type(pz).__name__}: it has no closed-form KL and "
         "no known 1-D marginals"

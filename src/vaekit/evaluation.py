@@ -124,8 +124,8 @@ def evaluate(
     ``kl``, ``elbo_bpd`` or IWAE — plus what its kind adds (``model.evaluation_extras``: the
     VQ-VAE's PSNR and code bits). ``check`` validates every row of ``x`` first (one vectorized
     pass; off where the caller already did). ``per_example`` adds ``per_example``: ``{"elbo":
-    (N,), "log_px": (N,)}`` float64 tensors (log_px: the IWAE estimate behind ``nll``), for
-    paired comparisons on the same examples.
+    (N,), "log_px": (N,)}`` float64 tensors (log_px: the IWAE estimate behind ``nll``), for paired
+    comparisons on the same examples.
     """
     if not model.has_bound:
         k = 0

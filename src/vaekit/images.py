@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .latent import PATHS
+from .latent import PATHS, decode_groups
 
 __all__ = [
     "grid",
@@ -62,11 +62,26 @@ def _to_unit(model, x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def samples(
-    model, n: int = 64, y: Tensor | None = None, *, temperature: float = 1.0, seed: int = 0
+    model,
+    n: int = 64,
+    y: Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
+    n_top: int | None = None,
+    lower_temperature: float = 0.0,
 ) -> Tensor:
     """Means E[x|z] of ``n`` prior draws z ~ N(0, temperature² I), in [0, 1], seeded; ``y``
-    conditions a conditional model (default: the classes in turn)."""
+    conditions a conditional model (default: the classes in turn). Hierarchical models with
+    ``n_top`` below their number of groups: the top ``n_top`` groups are drawn at
+    ``temperature`` and the groups below at ``lower_temperature`` (0: their prior means)."""
     gen = torch.Generator().manual_seed(seed)
+    if n_top is not None and n_top < model.n_groups:
+        z = model.prior_codes(n, temperature=temperature, generator=gen)
+        means = decode_groups(
+            model, z, n_top, lower="prior", temperature=lower_temperature, seed=seed
+        )
+        return _to_unit(model, means)
     x = model.sample(n, y, temperature=temperature, mean=True, generator=gen)
     return _to_unit(model, x)
 
@@ -95,14 +110,23 @@ def interpolation(
     steps: int = 10,
     path: str = "linear",
     y: Tensor | None = None,
+    *,
+    n_top: int | None = None,
+    temperature: float = 0.0,
 ) -> Tensor:
     """Decoded means along a path (``linear`` or ``slerp``) between the posterior means of two
     examples ``x_a``, ``x_b`` of shape ``event_shape``; returns ``(steps, C, H, W)`` in [0, 1].
-    ``y`` (one label) conditions a conditional model along the whole path."""
+    ``y`` (one label) conditions a conditional model along the whole path. Hierarchical models:
+    ``n_top`` groups follow the path and the groups below are drawn from the prior at
+    ``temperature`` (0: the prior means; seeded); default: all groups."""
     yy = None if y is None else y.reshape(1).to(model.device)
     pair = torch.stack([x_a, x_b]).float().to(model.device)
     mu = model.encode(pair, yy, check=False).mean  # (2, D)
-    return _to_unit(model, model.decode(PATHS[path](mu[0], mu[1], steps), yy).mean)
+    codes = PATHS[path](mu[0], mu[1], steps)
+    if n_top is not None and n_top < model.n_groups:
+        means = decode_groups(model, codes, n_top, lower="prior", temperature=temperature)
+        return _to_unit(model, means)
+    return _to_unit(model, model.decode(codes, yy).mean)
 
 
 def write_run_pictures(

@@ -3,6 +3,14 @@
 Works for every model family through ``model.encode`` / ``decode`` / ``prior`` only. Data ``x`` are
 ``(N, *event_shape)`` in the likelihood's support; codes are posterior means ``(N, D)``; paths are
 ``(steps, D)``; several codes for several inputs are ``(S, B, D)``, sample dimension first.
+
+Hierarchical models (``hvae``, ``deep``): a code is the posterior *mean path* (each group's
+mean given the means above). The tools can act on the top groups only (``groups``: ``"all"``,
+the default; ``"top"``, the groups at the coarsest scale; or the top N groups in generation
+order): the edited groups are kept and every group below is filled given them
+(``decode_groups``) — ``lower="prior"`` (default): the prior at ``temperature`` (0: its means),
+``lower="posterior"``: the posterior means of the edited item's own bottom-up features given the
+edited groups (on the Olivetti preset this re-infers the original face: the edit disappears).
 """
 
 from __future__ import annotations
@@ -30,7 +38,16 @@ __all__ = [
     "apply_attribute",
     "latent_map",
     "MAPS",
+    "GROUPS",
+    "LOWER",
+    "n_groups_of",
+    "group_dims",
+    "restrict_dims",
+    "decode_groups",
 ]
+
+GROUPS = ("top", "all")  # or an integer N: the top N groups in generation order
+LOWER = ("posterior", "prior")  # how decode_groups fills the groups below the edited ones
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -218,3 +235,66 @@ def latent_map(z: Tensor, method: str = "pca", *, seed: int = 0) -> np.ndarray:
 def decode_mean(model, z: Tensor) -> Tensor:
     """E[x|z] for codes ``(*S, B, D)``: ``(*S, B, *event_shape)`` in the likelihood's support."""
     return model.decode(z).mean
+
+
+# ---- hierarchical models: acting on the top groups ------------------------------------------
+
+
+def n_groups_of(model, groups: str | int = "all") -> int:
+    """How many groups, counted from the top, the tools edit: ``"all"``, ``"top"`` (the groups at
+    the coarsest scale, ``model.n_top_groups``) or an integer N in 1..``model.n_groups``."""
+    total = model.n_groups
+    if groups == "all":
+        return total
+    if groups == "top":
+        return model.n_top_groups
+    problem = f"groups must be top, all or a number 1..{total}, got {groups!r}"
+    try:
+        n = int(groups)
+    except (TypeError, ValueError):
+        raise ValueError(problem) from None
+    if not 1 <= n <= total:
+        raise ValueError(problem)
+    return n
+
+
+def group_dims(model, n_top: int) -> Tensor:
+    """Indices of the coordinates of z ``(D,)`` that belong to the top ``n_top`` groups (z holds
+    the groups bottom → top, so these are its last coordinates); ``(d,)`` int64."""
+    sizes = model.latent_groups or [model.latent_dim]
+    d = sum(sizes[len(sizes) - n_top :])
+    return torch.arange(model.latent_dim - d, model.latent_dim)
+
+
+def restrict_dims(order: Tensor, values: Tensor, dims: Tensor) -> tuple[Tensor, Tensor]:
+    """The entries of a ``dims_by_kl`` ordering (``order``, ``values``) that lie in ``dims``."""
+    keep = torch.isin(order, dims)
+    return order[keep], values[keep]
+
+
+@torch.no_grad()
+def decode_groups(
+    model,
+    z: Tensor,
+    n_top: int | None = None,
+    *,
+    x: Tensor | None = None,
+    lower: str = "prior",
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> Tensor:
+    """E[x | z'] for codes ``z`` ``(*S, B, D)`` where z' keeps the top ``n_top`` groups of z
+    (default: all, a plain ``decode_mean``) and fills the groups below given them:
+    ``lower="posterior"`` from the items ``x`` ``(B or 1, *event)`` (their posterior means
+    below the edit), ``"prior"`` from p(z_g | z_<g) at ``temperature`` (seeded; 0: its means).
+    ``(*S, B, *event)``."""
+    if lower not in LOWER:
+        raise ValueError(f"lower must be one of {LOWER}, got {lower!r}")
+    if n_top is None or n_top >= model.n_groups:
+        return decode_mean(model, z)
+    if lower == "posterior" and x is None:
+        raise ValueError("lower='posterior' fills the lower groups from items: pass x")
+    gen = torch.Generator().manual_seed(seed)
+    ref = x if lower == "posterior" else None
+    _, px_z = model.decode_top(z, n_top, ref, temperature=temperature, generator=gen)
+    return px_z.mean

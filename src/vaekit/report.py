@@ -26,10 +26,13 @@ from . import images
 from .checkpoint import load_config_of
 from .disentangle import dims_by_factor, mig_per_factor, mutual_info_matrix
 from .latent import (
-    decode_mean,
+    decode_groups,
     dims_by_kl,
     encode,
+    group_dims,
     latent_map,
+    n_groups_of,
+    restrict_dims,
     traversal,
 )
 
@@ -212,14 +215,17 @@ def _evaluation(run: Path, rows: list[dict], extra: dict | None) -> str:
     return "".join(parts) + _note("nats per example; nll = −IWAE bound with K samples ± stderr")
 
 
+SAMPLE_TEMPERATURES = (1.0, 0.8, 0.6)
+
+
 @torch.no_grad()
 def _samples(model) -> str:
     return "".join(
         _grid_img(
             images.samples(model, 64, temperature=t, seed=0), 8, f"64 samples, temperature {t}"
         )
-        for t in (1.0, 0.7)
-    ) + _note("means E[x|z] of z ~ N(0, T² I)")
+        for t in SAMPLE_TEMPERATURES
+    ) + _note("means E[x|z] of z from the prior with its scales × T (one layer: N(0, T² I))")
 
 
 def _reconstructions(model, x: Tensor) -> str:
@@ -230,14 +236,16 @@ def _reconstructions(model, x: Tensor) -> str:
     )
 
 
-def _interpolations(model, x: Tensor, labels: Tensor | None) -> str:
+def _interpolations(model, x: Tensor, labels: Tensor | None, n_top: int | None = None) -> str:
     pairs = _pairs(len(x), labels, 4)
     out = []
     for path in ("linear", "slerp"):
-        rows = [images.interpolation(model, x[a], x[b], 10, path) for a, b in pairs]
+        rows = [images.interpolation(model, x[a], x[b], 10, path, n_top=n_top) for a, b in pairs]
         caption = f"{path} paths between the posterior means of items " + ", ".join(
             f"{a}→{b}" for a, b in pairs
         )
+        if n_top is not None and n_top < model.n_groups:
+            caption += f" (top {n_top} of {model.n_groups} groups; the rest: prior means)"
         out.append(_grid_img(torch.cat(rows), 10, caption))
     return "".join(out)
 
@@ -259,16 +267,34 @@ def _pairs(n: int, labels: Tensor | None, k: int) -> list[tuple[int, int]]:
     return pairs
 
 
-def traversal_pictures(model, z0: Tensor, dims, values: Tensor) -> Tensor:
-    """Decoded means of ``traversal(z0, dims, values)``: ``(K·V, *event_shape)``, rows = dims."""
+def traversal_pictures(
+    model,
+    z0: Tensor,
+    dims,
+    values: Tensor,
+    *,
+    n_top: int | None = None,
+    x: Tensor | None = None,
+    lower: str = "prior",
+    temperature: float = 0.0,
+) -> Tensor:
+    """Decoded means of ``traversal(z0, dims, values)``: ``(K·V, *event_shape)``, rows = dims.
+    Hierarchical models: ``n_top`` groups kept, the rest filled as ``latent.decode_groups`` says
+    (``x``: the item ``(1, *event)`` whose code ``z0`` is)."""
     codes = traversal(z0, list(dims), values)  # (K, V, D)
-    return decode_mean(model, codes.reshape(-1, z0.shape[0]))
+    codes = codes.reshape(-1, z0.shape[0])
+    return decode_groups(model, codes, n_top, x=x, lower=lower, temperature=temperature)
 
 
-def _traversals(model, z: Tensor, order: Tensor, kl: Tensor) -> str:
+def _traversals(
+    model, x: Tensor, z: Tensor, order: Tensor, kl: Tensor, n_top: int, lower: str
+) -> str:
+    order, kl = restrict_dims(order, kl, group_dims(model, n_top))
     k = min(8, len(order))
     values = torch.linspace(-3, 3, 9)
-    pics = images._to_unit(model, traversal_pictures(model, z[0], order[:k].tolist(), values))
+    pics = traversal_pictures(
+        model, z[0], order[:k].tolist(), values, n_top=n_top, x=x[:1].float(), lower=lower
+    )
     caption = (
         "rows: the most-used dimensions ("
         + ", ".join(
@@ -276,7 +302,12 @@ def _traversals(model, z: Tensor, order: Tensor, kl: Tensor) -> str:
         )
         + "), set to −3 … 3 in the code of item 0"
     )
-    return _grid_img(pics, len(values), caption)
+    if n_top < model.n_groups:
+        caption += (
+            f"; dimensions of the top {n_top} of {model.n_groups} groups, the groups below "
+            + ("item 0's posterior means" if lower == "posterior" else "the prior means")
+        )
+    return _grid_img(images._to_unit(model, pics), len(values), caption)
 
 
 def _disentanglement(run: Path, z: Tensor, factors: Tensor, names: tuple[str, ...] | None) -> str:
@@ -336,7 +367,7 @@ def map_figure(z: Tensor, labels: Tensor | None, method: str = "pca", ax=None):
         ax = Figure(figsize=(6, 5)).subplots()
     xy = latent_map(z, method)
     c = None if labels is None else labels.numpy()
-    cmap = "tab10" if c is not None and c.max() < 10 else "viridis"
+    cmap = None if c is None else "tab10" if c.max() < 10 else "viridis"
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=c, cmap=cmap, s=6)
     if c is not None:
         ax.figure.colorbar(sc, ax=ax, label="label")
@@ -374,13 +405,17 @@ def write_report(
     evaluation: dict | None = None,
     factors: Tensor | None = None,
     factor_names: tuple[str, ...] | None = None,
+    groups: str | int = "all",
+    lower: str = "prior",
 ) -> Path:
     """Write ``RUN/report.html`` (or ``out``) for ``model`` on data ``x`` ``(N, *event_shape)`` (in
     the likelihood's support) with optional labels ``(N,)``; at most ``limit`` items are used.
 
     ``evaluation`` is an ``evaluation.evaluate`` result to show beside the run's saved ones;
     ``factors`` int64 ``(N, K)`` (the items' ground-truth factors, ``Dataset.factors``) add the
-    ``disentanglement`` section.
+    ``disentanglement`` section. ``groups`` / ``lower``: what the traversals of a hierarchical
+    model edit and how the groups below are filled (``latent.decode_groups``); interpolations run
+    through all groups.
     """
     run = Path(run)
     out = Path(out) if out is not None else run / "report.html"
@@ -390,6 +425,7 @@ def write_report(
     labels = None if labels is None else labels[: len(x)]
     factors = None if factors is None else factors[: len(x)]
     model.eval()
+    n_top = n_groups_of(model, groups)
     rows = read_metrics(run)
     cache: dict[str, Tensor] = {}
 
@@ -414,7 +450,7 @@ def write_report(
         makers["samples"] = lambda: _samples(model)
         makers["reconstructions"] = lambda: _reconstructions(model, x)
         makers["interpolations"] = lambda: _interpolations(model, x, labels)
-        makers["traversals"] = lambda: _traversals(model, *codes())
+        makers["traversals"] = lambda: _traversals(model, x, *codes(), n_top, lower)
     no_pictures = _note(f"data of shape {model.event_shape} are not images: no pictures")
     body = dict.fromkeys((sid for sid, _ in sections), no_pictures)
     for sid, make in makers.items():

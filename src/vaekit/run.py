@@ -100,6 +100,8 @@ def resolve(
         section, _, name = key.partition(".")
         if getattr(getattr(cfg, section), name) == AUTO:
             cfg.set(key, value)
+    if cfg.data.augment == AUTO:  # the dataset implied nothing: no augmentation
+        cfg.data.augment = "none"
     cfg.model = resolve_auto(cfg.model, info)
     if cfg.train.epochs is None:
         cfg.train.epochs = default_epochs(batches_per_epoch(len(ds.train), cfg.train.batch_size))
@@ -137,6 +139,8 @@ def setup(
         saved = load_config_of(out)
         # A stop that interrupted the run does not carry over.
         saved.train.max_steps = saved.train.time_limit = None
+        if saved.data.augment == AUTO:  # saved before augmentation existed: it trained without
+            saved.data.augment = "none"
         if cfg is not None:
             saved.train.epochs = cfg.train.epochs or saved.train.epochs
             saved.train.max_steps = cfg.train.max_steps
@@ -172,8 +176,8 @@ def setup(
             "(--nproc > 1) does not support it yet"
         )
     model = build_model(cfg.model, cfg.data_info)
-    prep = DataPrep(model.likelihood, cfg.data.binarize)
-    cfg.data.binarize = prep.binarize
+    prep = DataPrep(model.likelihood, cfg.data.binarize, cfg.data.augment)
+    cfg.data.binarize, cfg.data.augment = prep.binarize, prep.augment
     x_test = prep.fixed(ds.test, seed=cfg.data.eval_seed)
     model.check(x_test)  # one clear error up front instead of NaNs later
     model.check(prep(ds.train[: tc.batch_size], torch.Generator().manual_seed(0)))
@@ -197,6 +201,11 @@ def setup(
         world=world,
         aux_optimizer=objective.make_aux_optimizer(),
     )  # fmt: skip
+    if world.size > 1 and run.aux_optimizer is not None:
+        raise ValueError(
+            "an objective with its own optimizer (FactorVAE's discriminator) trains in one "
+            "process for now: use --set train.micro_batches=N in a single process instead"
+        )
     total = run.n_batches * tc.epochs
     if (total < FEW_STEPS or run.n_batches < 5) and world.main:
         log(

@@ -322,7 +322,7 @@ def _test_metrics(run: Run) -> dict:
         labels=None if labels is None else labels[lo:hi],
         check=False,  # run.setup checked the test split
     )
-    if world.size > 1 and "elbo" in ev:  # (a model without a bound: this process's slice)
+    if world.size > 1:
         ev = _gather_evaluation(ev, hi - lo, n, world)
     names = {"elbo": "test_elbo", "recon": "test_recon", "kl": "test_kl",
              "active_units": "active_units", "kl_per_dim": "kl_per_dim", "psnr": "test_psnr",
@@ -406,13 +406,15 @@ def _clip_gradients(params: list[torch.Tensor], max_norm: float) -> float:
 
 def _gather_evaluation(ev: dict, n_local: int, n: int, world) -> dict:
     """Means over all processes' slices from each process's means (weighted by slice size)."""
-    keys = ("elbo", "recon", "kl")
-    local = torch.tensor([ev[k] * n_local for k in keys] + [v * n_local for v in ev["kl_per_dim"]])
+    keys = [k for k in ("elbo", "recon", "kl") if k in ev]  # a model without a bound: recon
+    dims = ev.get("kl_per_dim", [])
+    local = torch.tensor([ev[k] * n_local for k in keys] + [v * n_local for v in dims])
     total = all_sum(local.double(), world) / n
-    out = dict(zip(keys, total[:3].tolist(), strict=True))
-    kl = total[3:]
-    out["kl_per_dim"] = [round(float(v), 5) for v in kl]
-    out["active_units"] = int((kl > 0.01).sum())
+    out = dict(zip(keys, total[: len(keys)].tolist(), strict=True))
+    if dims:
+        kl = total[len(keys) :]
+        out["kl_per_dim"] = [round(float(v), 5) for v in kl]
+        out["active_units"] = int((kl > 0.01).sum())
     return out
 
 

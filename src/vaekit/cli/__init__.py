@@ -29,8 +29,8 @@ COMMANDS: tuple[str, ...] = (
     "vaekit.cli.apps",  # anomaly fit|score, denoise, probe
     "vaekit.cli.inference",  # gradvar
     "vaekit.cli.export",  # export (ONNX)
-    "vaekit.cli.disentangle",  # disentangle (metrics and traversals on factor datasets)
     "vaekit.cli.data",  # pack (shards)
+    "vaekit.cli.disentangle",  # disentangle (metrics and traversals on factor datasets)
 )
 
 # What a user can get wrong: one line on stderr and exit status 2, never a traceback.

@@ -16,12 +16,15 @@ from ..data import DataPrep, load_dataset
 from ..latent import (
     apply_attribute,
     attribute_vector,
-    decode_mean,
+    decode_groups,
     dims_by_kl,
     encode,
+    group_dims,
     index_mask,
+    n_groups_of,
+    restrict_dims,
 )
-from .options import int_list, split_data, write_output
+from .options import add_group_options, int_list, split_data, write_output
 
 __all__ = ["register"]
 
@@ -121,19 +124,34 @@ def cmd_traverse(args) -> int:
 
     model = load_run(args.run)
     x, _ = _data(model, args)
-    order, kl = dims_by_kl(model, x)
+    n_top = n_groups_of(model, args.groups)
+    order, kl = restrict_dims(*dims_by_kl(model, x), group_dims(model, n_top))
     dims = args.dims if args.dims else order[: args.top].tolist()
+    lower, ref = args.lower, None
     if args.item is None:
         z0 = torch.zeros(model.latent_dim)
+        lower = "prior"  # no item to take the lower groups from
     else:
         _check_index(args.item, len(x), args.split)
-        z0 = encode(model, x[args.item : args.item + 1])[0]
+        ref = x[args.item : args.item + 1]
+        z0 = encode(model, ref)[0]
     lo, hi = args.range
     if not (np.isfinite([lo, hi]).all() and args.steps >= 2):
         raise ValueError("--range takes two finite numbers and --steps at least 2")
-    pics = traversal_pictures(model, z0, dims, torch.linspace(lo, hi, args.steps))
+    pics = traversal_pictures(
+        model,
+        z0,
+        dims,
+        torch.linspace(lo, hi, args.steps),
+        n_top=n_top,
+        x=ref,
+        lower=lower,
+        temperature=args.lower_temperature,
+    )
     for d in dims:
-        print(f"row z{d}: mean KL {float(kl[(order == d).nonzero()[0, 0]]):.3f} nats")
+        hit = (order == d).nonzero()
+        what = f"mean KL {float(kl[hit[0, 0]]):.3f} nats" if len(hit) else "outside --groups"
+        print(f"row z{d}: {what}")
     write_output(args.output, _shown(model, pics), args.steps, model)
     return 0
 
@@ -164,11 +182,17 @@ def cmd_attribute(args) -> int:
     if not np.isfinite(args.alphas).all():
         raise ValueError("--alphas must be finite numbers")
     z = encode(model, x)
-    v = attribute_vector(z, pos, neg)
+    n_top = n_groups_of(model, args.groups)
+    v = torch.zeros(z.shape[1])
+    dims = group_dims(model, n_top)
+    v[dims] = attribute_vector(z[:, dims], pos, neg)  # the edited groups only
     for i in args.items:
         _check_index(i, n, args.split)
     codes = apply_attribute(z[args.items], v, args.alphas)  # (A, B, D)
-    pics = decode_mean(model, codes.transpose(0, 1).reshape(-1, z.shape[1]))  # rows = items
+    pics = decode_groups(
+        model, codes, n_top, x=x[args.items], lower=args.lower, temperature=args.lower_temperature
+    )  # (A, B, *event)
+    pics = pics.transpose(0, 1).reshape(-1, *pics.shape[2:])  # rows = items
     n_neg = int((~pos if neg is None else neg).sum())
     print(f"attribute vector from {int(pos.sum())} with / {n_neg} without: |v| = {v.norm():.3f}")
     if args.vector:
@@ -210,6 +234,7 @@ def cmd_report(args) -> int:
     out = write_report(
         args.run, model, x, labels, out=args.output, map_method=args.map, evaluation=extra,
         factors=factors, factor_names=names,
+        groups=args.groups, lower=args.lower,
     )  # fmt: skip
     print(out)
     return 0
@@ -223,7 +248,10 @@ def cmd_explore(args) -> int:
     torch.set_num_threads(args.threads)
     model = load_run(args.run)
     x, labels = _data(model, args)
-    app = create_app(model, x, labels, name=Path(args.run).name, n_sliders=args.sliders)
+    app = create_app(
+        model, x, labels, name=Path(args.run).name, n_sliders=args.sliders,
+        groups=args.groups, lower=args.lower,
+    )  # fmt: skip
     print(f"vaekit explorer on http://{args.host}:{args.port}/  ({len(x)} {args.split} items)")
     print(json.dumps({"url": f"http://{args.host}:{args.port}/"}), flush=True)
     serve(app, args.host, args.port)
@@ -265,6 +293,7 @@ def register(sub) -> None:
         "--range", type=float, nargs=2, default=[-3.0, 3.0], metavar=("LO", "HI"), help="(-3 3)"
     )
     t.add_argument("--steps", type=int, default=9)
+    add_group_options(t)
     t.add_argument("-o", "--output", default="traversal.png")
     t.set_defaults(func=cmd_traverse)
 
@@ -279,6 +308,7 @@ def register(sub) -> None:
         "--alphas", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 1.5, 2.0], metavar="A"
     )
     a.add_argument("--vector", help="also save v as .npy")
+    add_group_options(a)
     a.add_argument("-o", "--output", default="attribute.png")
     a.set_defaults(func=cmd_attribute)
 
@@ -293,6 +323,7 @@ def register(sub) -> None:
     r.add_argument("-o", "--output", help="default RUN/report.html")
     r.add_argument("--map", choices=["pca", "tsne"], default="pca")
     r.add_argument("--iw-samples", type=int, default=0, help="also evaluate the IWAE bound now")
+    add_group_options(r, temperature=False)
     r.set_defaults(func=cmd_report)
 
     x = sub.add_parser("explore", help="interactive latent-space explorer in the browser")
@@ -301,4 +332,5 @@ def register(sub) -> None:
     x.add_argument("--port", type=int, default=8000)
     x.add_argument("--sliders", type=int, default=12, help="sliders for the most-used dims")
     x.add_argument("--threads", type=int, default=1)
+    add_group_options(x, temperature=False)
     x.set_defaults(func=cmd_explore)

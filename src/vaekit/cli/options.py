@@ -13,7 +13,7 @@ import torch
 
 from .. import images
 from ..config import Config, load_config
-from ..data import BINARIZE, DATASETS, DataPrep, load_dataset
+from ..data import AUGMENT, BINARIZE, DATASETS, DataPrep, load_dataset
 from ..devices import PRECISIONS
 from ..likelihoods import LIKELIHOODS
 from ..models import MODELS, POSTERIORS
@@ -26,7 +26,9 @@ __all__ = [
     "TRAIN_OPTIONS",
     "add_train_options",
     "config_from_args",
+    "add_group_options",
     "config_path",
+    "groups_arg",
     "int_list",
     "parse_sets",
     "split_data",
@@ -125,6 +127,8 @@ TRAIN_OPTIONS: list[tuple[str, str, dict]] = [
     ("--dataset", "data.dataset", {"help": "dataset spec: " + ", ".join(
         f"{n}:PATH" if e.needs_path else n for n, e in DATASETS.items())}),
     ("--binarize", "data.binarize", {"choices": BINARIZE}),
+    ("--augment", "data.augment", {"choices": AUGMENT,
+                                   "help": "flip: mirror training images (auto: by dataset)"}),
     ("--train-limit", "data.train_limit", {"type": non_negative_int,
                                            "help": "use the first N training examples"}),
     ("--test-limit", "data.test_limit", {"type": non_negative_int,
@@ -237,6 +241,52 @@ def split_data(model, args, split: str):
         raw = raw[:limit]
         labels = None if labels is None else labels[:limit]
     return DataPrep(model.likelihood, cfg.data.binarize).fixed(raw, cfg.data.eval_seed), labels
+
+
+def groups_arg(text: str) -> str | int:
+    """``--groups``: ``top``, ``all`` or a positive number of groups from the top."""
+    if text in ("top", "all"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected top, all or a number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"the number of groups must be positive, got {text}")
+    return n
+
+
+def add_group_options(
+    parser: argparse.ArgumentParser,
+    default: str = "all",
+    lower: bool = True,
+    temperature: bool = True,
+) -> None:
+    """``--groups`` (and ``--lower``, ``--lower-temperature``) of the latent tools on
+    hierarchical models (see ``vaekit.latent``)."""
+    parser.add_argument(
+        "--groups",
+        type=groups_arg,
+        default=default,
+        help="hierarchical models: act on all groups (default), the top ones (those at the "
+        "coarsest scale) or the top N",
+    )
+    if lower:
+        parser.add_argument(
+            "--lower",
+            choices=["prior", "posterior"],
+            default="prior",
+            help="fill the groups below the edited ones from the prior (its means; default) or "
+            "from the item's posterior means given the edit",
+        )
+    if not temperature:
+        return
+    parser.add_argument(
+        "--lower-temperature",
+        type=non_negative_float,
+        default=0.0,
+        help="--lower prior: temperature of the lower groups (0, their means)",
+    )
 
 
 def write_output(path: str, x: torch.Tensor, nrow: int | None, model) -> None:

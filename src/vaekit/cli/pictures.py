@@ -6,8 +6,8 @@ import torch
 
 from .. import images
 from ..checkpoint import load_run
-from ..latent import PATHS
-from .options import positive_int, split_data, write_output
+from ..latent import PATHS, n_groups_of
+from .options import add_group_options, positive_int, split_data, write_output
 
 
 def cmd_sample(args) -> int:
@@ -15,7 +15,10 @@ def cmd_sample(args) -> int:
     if args.temperature < 0:
         raise ValueError(f"--temperature must be non-negative, got {args.temperature}")
     label = None if args.label is None else torch.full((args.n,), args.label)
-    x = images.samples(model, args.n, label, temperature=args.temperature, seed=args.seed)
+    x = images.samples(
+        model, args.n, label, temperature=args.temperature, seed=args.seed,
+        n_top=n_groups_of(model, args.groups), lower_temperature=args.lower_temperature,
+    )  # fmt: skip
     write_output(args.output, x, args.nrow, model)
     return 0
 
@@ -46,8 +49,12 @@ def cmd_interpolate(args) -> int:
                 raise ValueError(f"index {i} is outside the {args.split} split (0..{len(x) - 1})")
         a, b = args.from_, args.to
         y = None if labels is None else labels[a]  # a conditional model: the start's class
+    n_top = n_groups_of(model, args.groups)
     with torch.no_grad():
-        path = images.interpolation(model, x[a], x[b], args.steps, args.path, y)
+        path = images.interpolation(
+            model, x[a], x[b], args.steps, args.path, y, n_top=n_top,
+            temperature=args.lower_temperature,
+        )  # fmt: skip
     write_output(args.output, path, args.steps, model)
     return 0
 
@@ -61,6 +68,7 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, help="conditional models: the class to generate")
     s.add_argument("--nrow", type=positive_int)
+    add_group_options(s, lower=False)  # groups below the top ones: prior draws
     s.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("reconstruct", help="inputs above their reconstructions, as a PNG grid")
@@ -83,5 +91,6 @@ def register(sub) -> None:
     i.add_argument("--steps", type=positive_int, default=10)
     i.add_argument("--path", choices=list(PATHS), default="linear")
     i.add_argument("--split", choices=["test", "train"], default="test")
+    add_group_options(i, lower=False)  # the groups below: from the prior
     i.add_argument("-o", "--output", default="interpolation.png")
     i.set_defaults(func=cmd_interpolate)

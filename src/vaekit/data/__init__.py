@@ -5,10 +5,11 @@ preparation of raw values for a likelihood (binarization, dequantization).
 """
 
 from .dataset import DataFormatError, DataNotFoundError, Dataset
-from .prep import BINARIZE, DataPrep
+from .prep import AUGMENT, BINARIZE, DataPrep
 from .registry import DATASETS, DatasetLoader, load_dataset, parse_spec, resolve_data_root
 
 __all__ = [
+    "AUGMENT",
     "BINARIZE",
     "DATASETS",
     "DataFormatError",

@@ -6,6 +6,12 @@ binarized once with a fixed seed from 24-bit uniforms (``binarize``, unchanged s
 release, so that every run is evaluated on the same test set). Without
 binarization, 8-bit data go through the likelihood's own ``prepare`` (dequantization for a
 Gaussian, integer levels for categorical / discretized logistic); float data pass unchanged.
+
+Augmentation (``augment``): ``flip`` mirrors each training image left-right with probability ½
+(faces, photos); the coin flips come from the trainer's data generator, drawn before the batch's
+binarization / dequantization, so a seeded run and its resumed continuation see the same
+batches. ``fixed`` (the evaluation splits) never augments. ``none`` draws nothing, so runs
+without augmentation keep their random stream bit for bit.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from torch import Tensor
 
 from ..likelihoods.base import Likelihood
 
-__all__ = ["DataPrep", "BINARIZE", "binarize", "binarize_fast"]
+__all__ = ["DataPrep", "BINARIZE", "AUGMENT", "binarize", "binarize_fast", "flip"]
 
 BINARIZE = ("auto", "dynamic", "none")
+AUGMENT = ("auto", "none", "flip")  # auto: what the dataset implies, else none
 
 
 def binarize(levels: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -41,19 +48,42 @@ def binarize_fast(levels: Tensor, generator: torch.Generator | None = None) -> T
     return r.mul_(255.0 / 65536.0).add_(127.5).lt_(levels)  # s·255/65536 < k
 
 
-class DataPrep:
-    """Turns raw batches into likelihood-support values; ``binarize`` is auto | dynamic | none."""
+def flip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Each image of ``(B, C, H, W)`` mirrored left-right with probability ½ (one uniform per
+    image from ``generator``); a new tensor of the same dtype."""
+    if images.dim() != 4:
+        raise ValueError(f"flip augmentation needs images (B, C, H, W), got {tuple(images.shape)}")
+    coin = torch.rand(len(images), generator=generator) < 0.5
+    return torch.where(coin.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
 
-    def __init__(self, likelihood: Likelihood, binarize: str = "auto"):
+
+class DataPrep:
+    """Turns raw batches into likelihood-support values; ``binarize`` is auto | dynamic | none,
+    ``augment`` none | flip (``auto`` means none here: the run setup resolves it per dataset)."""
+
+    def __init__(self, likelihood: Likelihood, binarize: str = "auto", augment: str = "none"):
         if binarize not in BINARIZE:
             raise ValueError(f"binarize must be one of {BINARIZE}, got {binarize!r}")
+        if augment not in AUGMENT:
+            raise ValueError(f"augment must be one of {AUGMENT}, got {augment!r}")
         self.likelihood = likelihood
         if binarize == "auto":
             binarize = "dynamic" if likelihood.binary else "none"
         self.binarize = binarize
+        self.augment = "none" if augment == "auto" else augment
+        if self.augment == "flip" and len(likelihood.event_shape) != 3:
+            raise ValueError(
+                f"augment flip needs images (C, H, W), got data of shape {likelihood.event_shape}"
+            )
 
     def __call__(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One batch; random parts (binarization, dequantization) drawn from ``generator``."""
+        """One training batch; random parts (flips, binarization, dequantization) drawn from
+        ``generator``, in that order."""
+        if self.augment == "flip":
+            raw = flip(raw, generator)
+        return self._prepare(raw, generator)
+
+    def _prepare(self, raw: Tensor, generator: torch.Generator | None) -> Tensor:
         if raw.dtype != torch.uint8:
             return raw.float()
         if self.binarize == "dynamic":
@@ -67,4 +97,4 @@ class DataPrep:
             raw = raw[:]
         if raw.dtype == torch.uint8 and self.binarize == "dynamic":
             return binarize(raw, generator)  # the same test set as every earlier run
-        return self(raw, generator)
+        return self._prepare(raw, generator)  # never augmented

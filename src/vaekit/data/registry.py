@@ -37,10 +37,11 @@ Data are uint8 (levels 0..255, ``Dataset.discrete``) or float32; labels are int6
 
 What each kind implies for a config that leaves ``model.kind`` / ``model.arch`` /
 ``model.likelihood`` at ``auto``: ``mnist``/``digits`` → MLP + Bernoulli (dynamic binarization);
-``olivetti``/``folder:`` → conv + discretized logistic; ``shapes`` → conv + Bernoulli; ``npz:`` →
-by its arrays (8-bit images: conv + logistic, other 8-bit arrays: MLP + logistic, non-negative
-integers: MLP + negative binomial, other floats: MLP + Gaussian); ``text:``/``shakespeare`` →
-``seqvae`` + GRU + tokens; tables → MLP + tabular.
+``olivetti``/``folder:`` → conv + discretized logistic and ``data.augment: flip`` (every other
+kind: ``none``); ``shapes`` → conv + Bernoulli; ``npz:`` → by its arrays (8-bit images: conv +
+logistic, other 8-bit arrays: MLP + logistic, non-negative integers: MLP + negative binomial,
+other floats: MLP + Gaussian); ``text:``/``shakespeare`` → ``seqvae`` + GRU + tokens; tables →
+MLP + tabular.
 """
 
 from __future__ import annotations
@@ -261,8 +262,18 @@ def _table_loader(kind: str) -> Callable[..., Dataset]:
     return load
 
 
-DIGITS = {"model.kind": "vae", "model.arch": "mlp", "model.likelihood": "bernoulli"}
-PHOTOS = {"model.kind": "vae", "model.arch": "conv", "model.likelihood": "logistic"}
+DIGITS = {
+    "model.kind": "vae",
+    "model.arch": "mlp",
+    "model.likelihood": "bernoulli",
+    "data.augment": "none",  # a mirrored digit is another symbol
+}
+PHOTOS = {
+    "model.kind": "vae",
+    "model.arch": "conv",
+    "model.likelihood": "logistic",
+    "data.augment": "flip",  # a mirrored face is still a face: twice the training images
+}
 TEXT = {"model.kind": "seqvae", "model.arch": "gru", "model.likelihood": "tokens"}
 TABLE = {"model.kind": "vae", "model.arch": "mlp", "model.likelihood": "tabular"}
 

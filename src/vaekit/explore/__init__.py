@@ -8,9 +8,14 @@ malformed request gets a 4xx answer ``{"error": message}``, never a crash. Outpu
 
     GET  /                 the page           GET  /api/info          run, dims by KL, sliders
     GET  /api/map?method=  PCA / t-SNE        GET  /api/item/{i}      input, reconstruction, code
-    POST /api/decode       {z}                POST /api/interpolate   {a, b, steps, path}
+    POST /api/decode       {z, item}          POST /api/interpolate   {a, b, steps, path, top}
     POST /api/sample       {n, temperature, seed}
     POST /api/attribute    {item, alpha, positive: {labels | indices}, negative: ... | null}
+
+Hierarchical models (``groups``, ``lower``; see ``vaekit.latent``): the sliders and attribute
+vectors act on the top groups; a decoded code keeps those and fills the groups below from the
+posterior means of the item it came from (``item``; ``lower="posterior"``) or from the prior
+means (no item, or ``lower="prior"``).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the request models defined inside
@@ -31,11 +36,15 @@ from ..latent import (
     PATHS,
     apply_attribute,
     attribute_vector,
+    decode_groups,
     decode_mean,
     dims_by_kl,
     encode,
+    group_dims,
     index_mask,
     latent_map,
+    n_groups_of,
+    restrict_dims,
 )
 
 __all__ = ["create_app", "serve", "Z_MAX", "MAX_BODY_BYTES"]
@@ -65,9 +74,17 @@ def render(model, x: Tensor) -> list[dict]:
 
 
 def create_app(
-    model, x: Tensor, labels: Tensor | None = None, *, name: str = "", n_sliders: int = 12
+    model,
+    x: Tensor,
+    labels: Tensor | None = None,
+    *,
+    name: str = "",
+    n_sliders: int = 12,
+    groups: str | int = "all",
+    lower: str = "prior",
 ):
-    """The explorer for ``model`` on items ``x`` with optional integer ``labels`` ``(N,)``."""
+    """The explorer for ``model`` on items ``x`` with optional integer ``labels`` ``(N,)``;
+    ``groups``/``lower``: what hierarchical models' sliders edit (see the module doc)."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
@@ -79,6 +96,18 @@ def create_app(
     d = model.latent_dim
     z_items = encode(model, x)  # (N, D)
     order, kl = dims_by_kl(model, x)
+    n_top = n_groups_of(model, groups)
+    edited = group_dims(model, n_top)  # the coordinates sliders and vectors act on
+    slider_dims, _ = restrict_dims(order, kl, edited)
+    if lower not in ("posterior", "prior"):
+        raise ValueError(f"lower must be posterior or prior, got {lower!r}")
+
+    def decode_code(z: Tensor, item: int | None) -> Tensor:
+        """E[x|z] for codes ``(B, D)``; the groups below the edited ones from ``item``."""
+        ref = x[item : item + 1].float() if item is not None and lower == "posterior" else None
+        rule = "posterior" if ref is not None else "prior"
+        return decode_groups(model, z, n_top, x=ref, lower=rule)
+
     maps: dict[str, np.ndarray] = {"pca": latent_map(z_items, "pca")}
     map_lock = threading.Lock()
     label_list = None if labels is None else [int(v) for v in labels]
@@ -91,12 +120,14 @@ def create_app(
 
     class DecodeRequest(Strict):
         z: list[finite] = Field(min_length=d, max_length=d)
+        item: int | None = Field(None, ge=0, lt=n)  # where the code came from (lower groups)
 
     class InterpolateRequest(Strict):
         a: int = Field(ge=0, lt=n)
         b: int = Field(ge=0, lt=n)
         steps: int = Field(10, ge=2, le=MAX_STEPS)
         path: Literal["linear", "slerp"] = "linear"
+        top: bool = False  # only the edited groups follow the path (the rest: prior means)
 
     class SampleRequest(Strict):
         n: int = Field(16, ge=1, le=MAX_SAMPLES)
@@ -169,7 +200,8 @@ def create_app(
             "dims": [
                 {"dim": int(i), "kl": round(float(v), 4)} for i, v in zip(order, kl, strict=True)
             ],
-            "sliders": [int(i) for i in order[: min(n_sliders, d)]],
+            "sliders": [int(i) for i in slider_dims[: min(n_sliders, d)]],
+            "groups": {"edited": n_top, "total": model.n_groups, "lower": lower},
             "z_max": Z_MAX,
             "alpha_max": ALPHA_MAX,
             "max_steps": MAX_STEPS,
@@ -206,12 +238,14 @@ def create_app(
     @app.post("/api/decode")
     def decode(req: DecodeRequest):
         z = torch.tensor(req.z, dtype=z_items.dtype)
-        return {"output": render(model, decode_mean(model, z[None]))[0]}
+        return {"output": render(model, decode_code(z[None], req.item))[0]}
 
     @app.post("/api/interpolate")
     def interpolate(req: InterpolateRequest):
         path = PATHS[req.path](z_items[req.a], z_items[req.b], req.steps)  # (steps, D)
-        return {"frames": render(model, decode_mean(model, path)), "a": req.a, "b": req.b}
+        frames = decode_groups(model, path, n_top, lower="prior") if req.top else None
+        frames = decode_mean(model, path) if frames is None else frames
+        return {"frames": render(model, frames), "a": req.a, "b": req.b}
 
     @app.post("/api/sample")
     def sample(req: SampleRequest):
@@ -223,10 +257,11 @@ def create_app(
     def attribute(req: AttributeRequest):
         pos = mask(req.positive, "positive")
         neg = None if req.negative is None else mask(req.negative, "negative")
-        v = attribute_vector(z_items, pos, neg)
+        v = torch.zeros(d, dtype=z_items.dtype)
+        v[edited] = attribute_vector(z_items[:, edited], pos, neg)
         z = apply_attribute(z_items[req.item][None], v, [req.alpha])[0]  # (1, D)
         return {
-            "output": render(model, decode_mean(model, z))[0],
+            "output": render(model, decode_code(z, req.item))[0],
             "norm": round(float(v.norm()), 4),
             "n_positive": int(pos.sum()),
             "n_negative": int((~pos if neg is None else neg).sum()),

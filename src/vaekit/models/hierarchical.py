@@ -166,15 +166,19 @@ class HierarchicalVAE(VAE):
         mean: bool = False,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        keep: int | None = None,
     ) -> _Pass:
         """The top-down pass over leading shape ``lead`` = ``(*S, B)``.
 
         With bottom-up ``feats`` it draws z ~ q (or takes the given ``z``, or the mean path with
         ``mean=True``) and scores q and p; without, it is the prior: ancestral draws (scales
-        multiplied by ``temperature``) or the given ``z`` scored under p.
+        multiplied by ``temperature``) or the given ``z`` scored under p. ``keep``: only the top
+        ``keep`` layers are taken from ``z``, the layers below drawn as without ``z``.
         """
         given = list(z.split(self.latent_dims, -1)) if z is not None else None
         top = len(self.latent_dims) - 1
+        n_layers = top + 1
+        keep = 0 if z is None else n_layers if keep is None else int(keep)
         zs: list[Tensor | None] = [None] * (top + 1)
         log_p: list[Tensor | None] = [None] * (top + 1)
         log_q: list[Tensor | None] = [None] * (top + 1)
@@ -186,7 +190,7 @@ class HierarchicalVAE(VAE):
         pz = self.prior_net(self)
         if feats is not None:
             q = self._q_top(feats[-1])  # batch (B,)
-            if given is not None:
+            if keep > 0:
                 zs[top] = given[top]
             elif mean:
                 zs[top] = q.mean.expand(*lead, -1)
@@ -195,7 +199,7 @@ class HierarchicalVAE(VAE):
             log_q[top] = q.log_prob(zs[top])
             kl_top = kl_terms(q, pz, zs[top].reshape(-1, *zs[top].shape[-2:]))
             kl[top], kl_layer[top], top_additive = kl_top.per_dim, kl_top.total, kl_top.additive
-        elif given is not None:
+        elif keep > 0:
             zs[top] = given[top]
         else:
             n = lead.numel()
@@ -208,21 +212,21 @@ class HierarchicalVAE(VAE):
             p = self._normal(p_loc, p_log_scale)
             if feats is not None:
                 q = self._posterior(l, feats[l], t, p_loc, p_log_scale, lead)
-                if given is not None:
+                if l >= n_layers - keep:
                     zs[l] = given[l]
                 else:
                     zs[l] = q.loc if mean else q.rsample()
                 log_q[l] = q.log_prob(zs[l]).sum(-1)
                 kl[l] = kl_divergence(q, p).reshape(-1, *q.loc.shape[-2:]).mean(0)  # (B, d_l)
                 kl_layer[l] = kl[l].sum(-1)
-            elif given is not None:
+            elif l >= n_layers - keep:
                 zs[l] = given[l]
             else:
                 eps = torch.randn(p.loc.shape, generator=generator, dtype=p.loc.dtype)
                 zs[l] = p.loc + temperature * p.scale * eps.to(p.loc.device)
             log_p[l] = p.log_prob(zs[l]).sum(-1)
 
-        z_all = torch.cat(zs, -1) if z is None else z
+        z_all = z if keep == n_layers else torch.cat(zs, -1)
         if feats is None:
             return _Pass(z_all, log_p)
         return _Pass(z_all, log_p, log_q, kl, kl_layer, top_additive)
@@ -255,6 +259,34 @@ class HierarchicalVAE(VAE):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
         """p(x|z_1) for z of shape ``(*S, B, D)`` (only the bottom layer reaches the decoder)."""
         return super().decode(z[..., : self.latent_dims[0]], y)
+
+    @torch.no_grad()
+    def prior_codes(self, n: int, *, temperature=1.0, generator=None) -> Tensor:
+        """``n`` ancestral draws of z, every layer's scale × ``temperature``, ``(n, D)``."""
+        return self.top_down(None, torch.Size([n]), temperature=temperature, generator=generator).z
+
+    @torch.no_grad()
+    def decode_top(
+        self,
+        z: Tensor,
+        n_top: int,
+        x: Tensor | None = None,
+        y: Tensor | None = None,
+        *,
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Distribution]:
+        """Keep the top ``n_top`` layers of ``z`` ``(*S, B, D)``; fill the layers below with the
+        posterior means given images ``x`` ``(B or 1, …)``, else with prior draws at
+        ``temperature`` (0: the prior means); returns (completed z, p(x|z))."""
+        if not 1 <= n_top <= len(self.latent_dims):
+            raise ValueError(f"n_top must be in 1..{len(self.latent_dims)}, got {n_top}")
+        feats = None if x is None else self._features(self.likelihood.encoder_input(x.float()))
+        lead = z.shape[:-1]
+        full = self.top_down(
+            feats, lead, z, mean=True, temperature=temperature, generator=generator, keep=n_top
+        ).z
+        return full, self.decode(full, y)
 
     @torch.no_grad()
     def sample(self, n: int, y=None, *, temperature=1.0, mean=False, generator=None) -> Tensor:

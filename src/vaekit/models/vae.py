@@ -163,6 +163,42 @@ class VAE(nn.Module):
         px_z = self.decode(z, y)
         return px_z.mean if mean else px_z.sample()
 
+    # ---- latent groups (hierarchical kinds override) ------------------------------------------
+    @torch.no_grad()
+    def prior_codes(
+        self, n: int, *, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` codes z ~ p(z) with the prior's scales × ``temperature``, ``(n, D)``."""
+        return self.prior_net.sample(self, n, temperature, generator)
+
+    @property
+    def n_groups(self) -> int:
+        """Number of latent groups (layers): ``len(latent_groups)``, 1 for a one-layer model."""
+        return len(self.latent_groups or [self.latent_dim])
+
+    @property
+    def n_top_groups(self) -> int:
+        """Groups at the top of the hierarchy (what the latent tools' ``groups="top"`` edits)."""
+        return 1
+
+    @torch.no_grad()
+    def decode_top(
+        self,
+        z: Tensor,
+        n_top: int,
+        x: Tensor | None = None,
+        y: Tensor | None = None,
+        *,
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Distribution]:
+        """Keep the top ``n_top`` latent groups of ``z`` ``(*S, B, D)``, fill the groups below
+        (posterior means given images ``x``, else prior draws at ``temperature``) and decode;
+        returns (completed z, p(x|z)). A one-layer model has nothing below: (z, decode(z))."""
+        if n_top != 1:
+            raise ValueError(f"this model has one latent group; n_top must be 1, got {n_top}")
+        return z, self.decode(z, y)
+
     @property
     def kl_balance_alpha(self) -> Tensor:
         """Each latent group's share α_g of the KL under KL balancing (``objectives.kl_balanced``):
