@@ -6,9 +6,10 @@ Without RUN a small digits run is trained into a temporary folder first. For eac
 (1) in-process decode + PNG render of one code and (2) the full HTTP round trip of
 ``POST /api/decode`` against a uvicorn server on 127.0.0.1 (one client, sequential requests, codes
 drawn uniformly in the sliders' range [-3, 3]). A hierarchical model's slider move is measured as
-the page makes it: item 0's code with the slider dimensions (top groups) redrawn, sent with
-``item: 0`` so that the groups below are that item's posterior means given the edit (one
-encoder and one top-down pass). Prints one JSON object: p50/p95/mean in ms.
+the page makes it: item 0's code with the slider dimensions redrawn, sent with ``item: 0``;
+``--groups`` is the explorer's option (default all: one top-down pass over the whole code; N: the
+top N groups kept and the groups below at their prior means). Prints one JSON object:
+p50/p95/mean in ms.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _info(app) -> dict:
     return TestClient(app).get("/api/info").json()
 
 
-def measure(run: Path, n_requests: int, data_dir: str | None) -> dict:
+def measure(run: Path, n_requests: int, data_dir: str | None, groups: str = "all") -> dict:
     import httpx
     import uvicorn
 
@@ -60,10 +61,11 @@ def measure(run: Path, n_requests: int, data_dir: str | None) -> dict:
 
     model = load_run(run)
     x, labels = _split_data(model, argparse.Namespace(data_dir=data_dir, limit=1000), "test")
-    app = create_app(model, x, labels, name=run.name)
+    groups = groups if groups in ("top", "all") else int(groups)
+    app = create_app(model, x, labels, name=run.name, groups=groups)
     gen = torch.Generator().manual_seed(0)
     hierarchical = model.n_groups > 1
-    n_top = n_groups_of(model, "top")
+    n_top = n_groups_of(model, groups)
     if hierarchical:  # item 0's code, its slider dims (the top groups' most used) redrawn
         sliders = torch.tensor(_info(app)["sliders"])
         base = encode(model, x[:1])[0]
@@ -77,8 +79,7 @@ def measure(run: Path, n_requests: int, data_dir: str | None) -> dict:
     local = []
     for z in codes:
         t0 = time.perf_counter()
-        ref = x[:1].float() if hierarchical else None
-        render(model, decode_groups(model, torch.tensor([z]), n_top, x=ref))
+        render(model, decode_groups(model, torch.tensor([z]), n_top, lower="prior"))
         local.append(1000 * (time.perf_counter() - t0))
 
     port = _free_port()
@@ -109,7 +110,7 @@ def measure(run: Path, n_requests: int, data_dir: str | None) -> dict:
         "event_shape": list(model.event_shape),
         "latent_dim": model.latent_dim,
         "latent_groups": model.latent_groups,
-        "slider_move": "item 0, top groups edited" if hierarchical else "a whole code",
+        "slider_move": f"item 0's code, groups {groups}" if hierarchical else "a whole code",
         "requests": n_requests,
         "decode_render_ms": _percentiles(local),
         "http_round_trip_ms": _percentiles(http),
@@ -121,6 +122,7 @@ def main() -> None:
     p.add_argument("runs", nargs="*", type=Path)
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--data-dir")
+    p.add_argument("--groups", default="all", help="the explorer's --groups (all)")
     args = p.parse_args()
     torch.set_num_threads(1)
     runs = list(args.runs)
@@ -139,7 +141,7 @@ def main() -> None:
             finally:
                 sys.stdout = stdout
         runs = [out]
-    results = [measure(r, args.requests, args.data_dir) for r in runs]
+    results = [measure(r, args.requests, args.data_dir, args.groups) for r in runs]
     print(
         json.dumps(
             {
