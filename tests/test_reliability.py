@@ -531,7 +531,7 @@ def test_iwae_result_and_encoder_gradient_are_the_formulas(estimator):
     log_w = log_px_z + model.prior().log_prob(z) - q.log_prob(z)
     bound = torch.logsumexp(log_w, 0) - math.log(5)
     torch.testing.assert_close(res.bound, bound)
-    torch.testing.assert_close(float(res.loss), float(-bound.mean()))
+    torch.testing.assert_close(float(res.loss.detach()), float(-bound.detach().mean()))
     torch.testing.assert_close(res.log_px_z, log_px_z.mean(0))
     torch.testing.assert_close(res.kl, kl_per_dim(qz_x, model.prior()).sum(-1))
     assert res.kl_per_dim.shape == (4, 2) and res.kl_per_group is None
@@ -573,3 +573,17 @@ def test_iwae_reports_each_layers_kl_and_metrics_are_batch_means():
     assert m["recon"] == pytest.approx(float(res.log_px_z.mean()))
     assert res.metrics(loss=1.5)["loss"] == 1.5
     assert standard_error(torch.tensor([1.0, 3.0])) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_data_prep_draws_from_the_generator_it_is_given():
+    raw = torch.randint(0, 256, (3, 5), dtype=torch.uint8)
+    dyn = DataPrep(make_likelihood("bernoulli", (5,)), "auto")
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    assert torch.equal(dyn(raw, g()), binarize_fast(raw, g()))
+    assert torch.equal(dyn.fixed(raw), binarize(raw, torch.Generator().manual_seed(0)))
+    binary = (raw > 127).float()
+    assert torch.equal(dyn.fixed(binary), binary)  # float data pass unchanged
+    gauss = DataPrep(make_likelihood("gaussian", (5,)), "auto")
+    lik = gauss.likelihood
+    assert torch.equal(gauss(raw, g()), lik.prepare(raw, g()))
+    assert torch.equal(gauss.fixed(raw, seed=4), lik.prepare(raw, g()))
