@@ -47,6 +47,13 @@ class World:
         if self.size > 1:
             dist.barrier()
 
+    def close(self) -> None:
+        """Leave the process group together (a process that exits while another still talks,
+        or with the group alive, can abort in gloo's threads)."""
+        if self.size > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
 
 def init_world(device: torch.device) -> World:
     """Join the process group torchrun describes in the environment (``WORLD_SIZE`` > 1), with

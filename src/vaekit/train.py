@@ -78,12 +78,18 @@ def train(
     out = Path(out)
     if int(os.environ.get("RANK", "0")) > 0:  # another data-parallel process: rank 0 writes
         run = setup(cfg, out, resume=resume, data_dir=data_dir, dataset=dataset, log=log)
-        return _loop(run, resume=resume, log=_quiet)
+        try:
+            return _loop(run, resume=resume, log=_quiet)
+        finally:
+            run.world.close()
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
     with acquire_run_lock(out):  # released on return, on an exception, or when the process dies
         run = setup(cfg, out, resume=resume, data_dir=data_dir, dataset=dataset, log=log)
-        return _loop(run, resume=resume, log=log)
+        try:
+            return _loop(run, resume=resume, log=log)
+        finally:
+            run.world.close()
 
 
 def _quiet(*args) -> None:
