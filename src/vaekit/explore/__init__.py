@@ -13,9 +13,9 @@ malformed request gets a 4xx answer ``{"error": message}``, never a crash. Outpu
     POST /api/attribute    {item, alpha, positive: {labels | indices}, negative: ... | null}
 
 Hierarchical models (``groups``, ``lower``; see ``vaekit.latent``): the sliders and attribute
-vectors act on the top groups; a decoded code keeps those and fills the groups below from the
-posterior means of the item it came from (``item``; ``lower="posterior"``) or from the prior
-means (no item, or ``lower="prior"``).
+vectors act on the groups ``groups`` names (default all); with fewer than all, a decoded code
+keeps those and fills the groups below from the prior means (``lower="prior"``, default) or from
+the posterior means of the item the code came from (``item``, ``lower="posterior"``).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the request models defined inside
@@ -243,8 +243,7 @@ def create_app(
     @app.post("/api/interpolate")
     def interpolate(req: InterpolateRequest):
         path = PATHS[req.path](z_items[req.a], z_items[req.b], req.steps)  # (steps, D)
-        frames = decode_groups(model, path, n_top, lower="prior") if req.top else None
-        frames = decode_mean(model, path) if frames is None else frames
+        frames = decode_groups(model, path, n_top) if req.top else decode_mean(model, path)
         return {"frames": render(model, frames), "a": req.a, "b": req.b}
 
     @app.post("/api/sample")

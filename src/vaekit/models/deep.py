@@ -190,7 +190,7 @@ class BottomUp(nn.Module):
                 self.blocks.append(_block(channels[i], cells))
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        h = self.stem(x.contiguous(memory_format=_LAYOUT))
+        h = self.stem(x)
         feats, stage = [], 0
         for (b, read), i in zip(self.plan, self.stage_of_block, strict=True):
             if i != stage:
