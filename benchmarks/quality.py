@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 
@@ -15,6 +16,7 @@ import torch
 
 import vaekit
 from vaekit.cli.options import config_path as _config_path
+from vaekit.cli.options import parse_sets
 from vaekit.data import DataPrep, load_dataset
 
 
@@ -25,14 +27,17 @@ def main() -> None:
     p.add_argument("--k", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args()
     overrides = {"train.threads": args.threads, "train.epochs": args.epochs}
+    overrides.update(parse_sets(args.set))
     cfg = vaekit.load_config(_config_path(args.config), overrides)
     shutil.rmtree(args.out, ignore_errors=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     vaekit.train(cfg, args.out, log=lambda *_: None)
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 
+    load_at_end = os.getloadavg()[0]
     model = vaekit.load(args.out)
     ds = load_dataset(cfg.data.dataset)
     x = DataPrep(model.likelihood, model.run_config.data.binarize).fixed(
@@ -49,7 +54,12 @@ def main() -> None:
                 "config": args.config,
                 "epochs": cfg.train.epochs,
                 "threads": args.threads,
+                "overrides": parse_sets(args.set),
+                "batch_size": cfg.train.batch_size,
+                "lr": cfg.train.lr,
+                "load_average_1m_at_end_of_training": round(load_at_end, 2),
                 "train_seconds": round(train_s, 1),
+                "train_cpu_seconds": round(train_cpu_s, 1),
                 "test_nll": round(ev["nll"], 3),
                 "test_nll_stderr": round(ev["nll_stderr"], 3),
                 "test_elbo": round(ev["elbo"], 3),

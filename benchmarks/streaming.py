@@ -7,9 +7,16 @@ first in even rounds, shards first in odd ones) so that a drift of the machine f
 The shards are read from the page cache (just written, and verified once before timing); the
 sha256 verification and the packing are timed separately.
 
+``--train-rounds R`` (default 4) also trains the ``mnist`` preset for one epoch from memory and
+from the shards (``shards:PATH``), R times each in alternating order, and compares the images/s
+of their optimizer steps (metrics.jsonl's ``step_time_s``; target: shards ≥ 0.95× memory).
+
 ``--big`` also packs an augmented set of at least ``--big-gib`` GiB (each MNIST image shifted by
 up to ±7 pixels, one shift per copy of the training set) and reads one epoch of it in random
-batches, reporting throughput and resident memory (VmRSS sampled every 256 batches, and VmHWM).
+batches, reporting throughput and resident memory (VmRSS sampled every 256 batches, and VmHWM);
+then ``vaekit train`` trains one epoch on it in a fresh process (``--big-model``: a small MLP, so
+that the epoch's ~11 M images take minutes) and its peak RSS (the child's ru_maxrss) is reported
+beside the data size (target: < 1.5 GiB for ≥ 8 GiB of data).
 
 Prints one JSON object.
 """
@@ -19,8 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import vaekit
+from vaekit.cli.options import config_path
 from vaekit.data import load_dataset
 from vaekit.data.shards import load_shards, open_shards, pack
 
@@ -97,12 +110,12 @@ class Shifted:
         return out
 
 
-def big(images: np.ndarray, gib: float, folder: Path, batch: int) -> dict:
+def big(images: np.ndarray, test: np.ndarray, gib: float, folder: Path, batch: int) -> dict:
     row_bytes = images[0].nbytes
     copies = math.ceil(gib * 2**30 / (row_bytes * len(images)))
     source = Shifted(images, copies)
     t0 = time.perf_counter()
-    pack({"train": (source, None)}, folder)
+    pack({"train": (source, None), "test": (test, None)}, folder, meta={"name": "mnist-shifted"})
     pack_s = time.perf_counter() - t0
     x = open_shards(folder)[0]["train"][0]
     size = sum(p.stat().st_size for p in x.files)
@@ -144,6 +157,60 @@ def big(images: np.ndarray, gib: float, folder: Path, batch: int) -> dict:
     }
 
 
+def _epoch_images_per_s(ds, out: Path) -> float:
+    """Images/s of the optimizer steps of one epoch of the ``mnist`` preset on ``ds``."""
+    cfg = vaekit.load_config(config_path("mnist"), {"train.epochs": 1, "train.images": False})
+    shutil.rmtree(out, ignore_errors=True)
+    vaekit.train(cfg, out, log=lambda *_: None, dataset=ds)
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    return (len(ds.train) // cfg.train.batch_size) * cfg.train.batch_size / row["step_time_s"]
+
+
+def train_compare(ds_mem, pack_dir: Path, rounds: int, out: Path) -> dict:
+    """The preset trained for an epoch from memory and from the pack, alternating."""
+    ds_disk = load_dataset(f"shards:{pack_dir}")
+    _epoch_images_per_s(ds_mem, out)  # warm-up: imports, allocator
+    speeds: dict[str, list[float]] = {"memory": [], "shards": []}
+    for r in range(rounds):
+        for name in ("memory", "shards") if r % 2 == 0 else ("shards", "memory"):
+            speeds[name].append(_epoch_images_per_s(ds_mem if name == "memory" else ds_disk, out))
+    ratios = [s / m for s, m in zip(speeds["shards"], speeds["memory"], strict=True)]
+    return {
+        "preset": "mnist (MLP 784-512-512-32, batch 128, 1 thread)",
+        "rounds": rounds,
+        "memory_images_per_s": round(statistics.median(speeds["memory"])),
+        "shards_images_per_s": round(statistics.median(speeds["shards"])),
+        "shards_over_memory_median_of_pairs": round(statistics.median(ratios), 3),
+        "pairs": [round(r, 3) for r in ratios],
+        "target_at_least": 0.95,
+    }
+
+
+def train_big(folder: Path, out: Path, model: list[str]) -> dict:
+    """One epoch of ``vaekit train`` on the big pack in a fresh process: wall time, peak RSS."""
+    argv = [sys.executable, "-m", "vaekit", "train", "--dataset", f"shards:{folder}", *model]
+    argv += ["--epochs", "1", "--no-images", "--threads", "1", "--out", str(out)]
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ))
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"big training failed:\n{done.stderr[-2000:]}")
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss << 10  # KiB on Linux
+    return {
+        "argv": " ".join(argv[3:]),
+        "wall_s": round(wall, 1),
+        "steps": row["step"],
+        "images_per_s": round(
+            row["step"] * int(model[model.index("--batch-size") + 1]) / row["step_time_s"]
+        ),
+        "train_bound_last": row.get("train_bound"),
+        "test_bound": row.get("test_bound"),
+        "peak_rss_mib": round(peak / 2**20),
+        "target_peak_rss_mib_below": 1536,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", help="where to write the shards (default: a temporary folder)")
@@ -154,6 +221,12 @@ def main() -> None:
     p.add_argument("--big", action="store_true", help="also an augmented pack of --big-gib GiB")
     p.add_argument("--big-gib", type=float, default=8.0)
     p.add_argument("--keep", action="store_true", help="keep the shards")
+    p.add_argument("--train-rounds", type=int, default=4, help="preset epochs per side (0: none)")
+    p.add_argument(
+        "--big-model",
+        default="--hidden 64 --latent-dim 8 --batch-size 1024",
+        help="vaekit train flags of the big epoch ('' : read the epoch only)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     root = Path(args.dir or tempfile.mkdtemp(prefix="vaekit-streaming-"))
@@ -182,10 +255,19 @@ def main() -> None:
             "random_batches": compare(
                 ds.train, train, args.batch, args.rounds, args.batches_per_round
             ),
+            "train": None,
             "big": None,
         }
+        if args.train_rounds:
+            result["train"] = train_compare(ds, root / "mnist", args.train_rounds, root / "run")
         if args.big:
-            result["big"] = big(ds.train.numpy(), args.big_gib, root / "big", args.batch)
+            result["big"] = big(
+                ds.train.numpy(), ds.test.numpy(), args.big_gib, root / "big", args.batch
+            )
+            if args.big_model:
+                result["big"]["train"] = train_big(
+                    root / "big", root / "big-run", args.big_model.split()
+                )
         print(json.dumps(result, indent=2))
     finally:
         if not args.keep:

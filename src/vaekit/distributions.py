@@ -78,6 +78,18 @@ def _kl_normal_standard_normal(q: Normal, p: StandardNormal) -> Tensor:
     return kl if fits else kl.expand(torch.broadcast_shapes(qs, ps))
 
 
+def _prime_kl_dispatch() -> None:
+    """Resolve torch's KL dispatch for the pairs vaekit's Gaussian models use, once, at import:
+    ``kl_divergence`` memoizes the match, and the first (unmemoized) match calls ``min`` over a
+    generator, which ``torch.compile`` cannot trace (a graph break in every compiled step)."""
+    one = torch.zeros(1)
+    for p in (StandardNormal((1,)), Normal(one, one + 1)):
+        kl_divergence(Normal(one, one + 1), p)
+
+
+_prime_kl_dispatch()
+
+
 class KLTerms(NamedTuple):
     """KL(q(z|x) ‖ p(z)) of a batch, nats: ``total`` ``(B,)`` (what a bound subtracts) and
     ``per_dim`` ``(B, D)``. ``additive``: ``per_dim`` sums to ``total`` over dimensions (closed-form

@@ -185,9 +185,11 @@ def setup(
     objective = objective_from_config(cfg.objective, model, dataset_size=len(ds.train))
     model.to(device)
     objective.to(device)
-    if tc.compile:  # in place: parameter names (and so checkpoints) stay as they are
-        model.encoder.compile()
-        model.decoder.compile()
+    if tc.compile:
+        # The whole loss (encode, rsample, decode, log-likelihood, KL) as one graph, in place:
+        # parameter names (and so checkpoints) stay as they are. Compiling the encoder and
+        # decoder alone was slower than eager on the CPU (benchmarks/step_speed.py).
+        objective.compile()
     # fused Adam: one kernel per step on the CPU instead of a Python loop over parameters.
     optimizer = torch.optim.Adam(
         [*model.parameters(), *objective.main_parameters()], lr=tc.lr, fused=True
