@@ -180,11 +180,9 @@ def evaluate(
     if not model.has_bound:  # nothing here is a bound on log p(x): say only what it is
         for key in ("elbo", "kl", "elbo_bpd", "active_units", "kl_per_dim"):
             out.pop(key, None)
-    extras = getattr(model, "evaluation_extras", None)
-    if extras is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            out.update(extras(x, batch_size))
+    with torch.random.fork_rng(devices=[]):  # a kind's own measures (VQ-VAE), seeded
+        torch.manual_seed(seed)
+        out.update(model.evaluation_extras(x, batch_size))
     units = model.likelihood.units(x)
     if units is not None:
         tokens = float(units.sum()) / n

@@ -199,8 +199,7 @@ def group_kl(kl: KLTerms, groups: list[int]) -> Tensor:
 
 def _layer_kl(model, kl: KLTerms) -> Tensor | None:
     """The per-layer KL ``(B, G)`` of a model with latent layers, else None."""
-    groups = getattr(model, "latent_groups", None)
-    return group_kl(kl, groups) if groups else None
+    return group_kl(kl, model.latent_groups) if model.latent_groups else None
 
 
 def log_weights(model, x: Tensor, qz_x, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
