@@ -3,8 +3,9 @@
     python benchmarks/faults.py [--kills 10] [--load-seconds 10] [--bad-inputs DIR]
 
 1. Bad inputs: ``bad_input_cases()`` of ``tests/bad_inputs.py`` (``--bad-inputs``: the folder
-   holding it), (class, description, callable → outcome) each run once; outcomes counted per
-   class, an exception counted as a crash. Without the module the JSON says so.
+   holding it), one case per bad-input class, each run once; outcomes (refused, accepted,
+   crashed; a case running over 60 s is a crash) counted per group of classes. Without the
+   module the JSON says so.
 2. Faults injected into a tiny digits run (``tests/fault_runs.py``): disk full (ENOSPC) at each of
    the 27 file writes of its three checkpoints, a read-only directory (EACCES, EROFS) at each
    write of the second, metrics.jsonl unwritable, NaN losses (a few, then too many in a row), and
@@ -25,6 +26,7 @@ import importlib
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -38,28 +40,53 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fault_runs as fr  # noqa: E402
 import torch  # noqa: E402
 
+CASE_LIMIT_S = 60  # a bad-input case still running after this is a crash (a hang)
+
+
+class _CaseTimeout(BaseException):  # not an Exception: a case's own handlers let it through
+    pass
+
+
+def _alarm(signum, frame) -> None:
+    raise _CaseTimeout
+
 
 def bad_inputs(folder: Path) -> dict:
-    """Outcomes of ``bad_input_cases()`` per class, or a note when the module is absent."""
+    """How each bad-input case of ``bad_input_cases()`` ended (``refused``, the right outcome;
+    ``accepted``; ``crashed``), counted per group of classes (``idx.truncated`` → ``idx``), and
+    every case that was not refused; a note when the module is absent."""
     if not (folder / "bad_inputs.py").exists():
         return {"available": False, "note": f"{folder}/bad_inputs.py is absent: not run"}
     sys.path.insert(0, str(folder))
+    signal.signal(signal.SIGALRM, _alarm)
     cases = importlib.import_module("bad_inputs").bad_input_cases()
-    by_class: dict[str, Counter] = {}
-    crashes = []
+    groups: dict[str, Counter] = {}
+    wrong = []
+    slow = []
     for name, description, case in cases:
+        t0 = time.monotonic()
+        signal.alarm(CASE_LIMIT_S)
         try:
             outcome = str(case())
-        except Exception as e:  # the case itself failed: a crash, reported
-            outcome = f"crash: {type(e).__name__}"
-            crashes.append(f"{name}: {description}: {type(e).__name__}: {e}"[:300])
-        by_class.setdefault(name, Counter())[outcome] += 1
+        except _CaseTimeout:
+            outcome = f"crashed: no answer within {CASE_LIMIT_S} s"
+        except Exception as e:  # the runner itself failed: a crash too
+            outcome = f"crashed: {type(e).__name__}: {e}"
+        finally:
+            signal.alarm(0)
+        slow.append((round(time.monotonic() - t0, 1), name))
+        kind = outcome.split(":", 1)[0]
+        groups.setdefault(name.split(".", 1)[0], Counter())[kind] += 1
+        if kind != "refused":
+            wrong.append({"class": name, "input": description, "outcome": outcome[:300]})
+    total = Counter(kind for g in groups.values() for kind in g.elements())
     return {
         "available": True,
-        "cases": sum(sum(c.values()) for c in by_class.values()),
-        "classes": len(by_class),
-        "by_class": {k: dict(v) for k, v in sorted(by_class.items())},
-        "crashes": crashes,
+        "classes": len(cases),
+        "slowest_s": dict((name, t) for t, name in sorted(slow, reverse=True)[:3]),
+        "outcomes": dict(total),
+        "by_group": {k: dict(v) for k, v in sorted(groups.items())},
+        "not_refused": wrong,
     }
 
 
