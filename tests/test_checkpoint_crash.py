@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_runs import TRAIN
 
 from vaekit import checkpoint, cli
 from vaekit.checkpoint import (
@@ -43,9 +44,6 @@ from vaekit.models import build_model
 from vaekit.objectives import elbo
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-TRAIN = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--epochs", "3"]
-TRAIN += ["--batch-size", "100", "--deterministic", "--no-images"]
-TRAIN += ["--set", "train.checkpoint_every=1"]
 
 
 def _sha(path: Path) -> str:

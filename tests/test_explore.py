@@ -127,6 +127,49 @@ def test_non_json_huge_and_unknown_requests(client):
     assert client.get("/api/map?method=umap").status_code == 422
 
 
+def test_each_malformed_request_class_gets_a_4xx_never_a_5xx():
+    """The classes benchmarks/explore_load.py sends under load, once each, on an untrained model:
+    the exact status and an ``{"error": ...}`` body (404 and 405 included)."""
+    from builders import build
+
+    model = build(hidden=[8], latent_dim=3, event_shape=[1, 4, 4])
+    app = TestClient(
+        create_app(model, torch.rand(6, 1, 4, 4).round()), raise_server_exceptions=False
+    )
+    json_type = {"content-type": "application/json"}
+    big = MAX_BODY_BYTES + 1
+
+    def chunked():  # no Content-Length: the limit must hold on what arrives
+        for _ in range(4):
+            yield b"0" * (big // 4 + 1)
+
+    bad_length = {"content-length": "x"}
+
+    def raw(body: bytes) -> dict:
+        return {"content": body, "headers": json_type}
+
+    cases = [
+        ("bad JSON", "POST", "/api/decode", raw(b'{"z": [0,'), 422),
+        ("not UTF-8", "POST", "/api/decode", raw(b"\xff\xfe"), 422),
+        ("wrong type", "POST", "/api/decode", {"json": {"z": "zeros"}}, 422),
+        ("wrong length", "POST", "/api/decode", {"json": {"z": [0.0, 0.0]}}, 422),
+        ("NaN", "POST", "/api/decode", raw(b'{"z": [NaN, 0, 0]}'), 422),
+        ("huge float", "POST", "/api/decode", raw(b'{"z": [1e400, 0, 0]}'), 422),
+        ("huge int", "POST", "/api/sample", raw(b'{"n": ' + b"9" * 5000 + b"}"), 400),
+        ("deep nesting", "POST", "/api/decode", raw(b"[" * 50_000 + b"]" * 50_000), 400),
+        ("unknown route", "GET", "/api/nothing", {}, 404),
+        ("wrong method", "GET", "/api/decode", {}, 405),
+        ("oversized", "POST", "/api/decode", raw(b"0" * big), 413),
+        ("oversized chunked", "POST", "/api/decode", {"content": chunked()}, 413),
+        ("bad length", "POST", "/api/decode", {"content": b"{}", "headers": bad_length}, 400),
+    ]  # fmt: skip
+    for what, method, path, kwargs, status in cases:
+        r = app.request(method, path, **kwargs)
+        assert r.status_code == status, (what, r.status_code, r.text[:200])
+        assert r.json()["error"], what
+    assert app.post("/api/decode", json={"z": [0.0, 0.0, 0.0]}).status_code == 200  # still serving
+
+
 def test_vectors_are_served_as_values(tmp_path):
     from builders import build
 

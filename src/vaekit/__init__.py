@@ -15,7 +15,7 @@ from .distributions import SupportError
 from .evaluation import evaluate, log_likelihood
 from .models import VAE, build_model
 from .objectives import elbo, iwae
-from .train import train
+from .train import NonFiniteError, train
 from .version import __version__
 
 load = load_run
@@ -29,6 +29,7 @@ __all__ = [
     "DataFormatError",
     "DataInfo",
     "DataNotFoundError",
+    "NonFiniteError",
     "SupportError",
     "build_model",
     "elbo",

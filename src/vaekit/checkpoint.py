@@ -54,6 +54,7 @@ __all__ = [
     "load_run",
     "load_state",
     "reset_run",
+    "run_write_error",
     "save_checkpoint",
     "verify_manifest",
 ]
@@ -292,15 +293,40 @@ def _write_failure(run: Path, name: str, previous: str | None, committed: bool, 
         kept = f"the previous checkpoint in {run} is intact"
     else:
         kept = "there is no earlier checkpoint"
+    if previous is not None or (run / MANIFEST).exists():
+        kept += f": `vaekit train --resume {run}` continues from it once the cause is fixed"
     return f"could not write checkpoint {name} into {run / CKPT} because {reason}: {detail}; {kept}"
 
 
-def reset_run(run: str | Path) -> None:
-    """Remove a run's checkpoints (``ckpt/``, the top-level manifest and legacy ``state/``), so a
-    fresh run written into an old run's directory cannot resume the old one."""
+def run_write_error(run: str | Path, e: OSError) -> CheckpointError | None:
+    """The ``CheckpointError`` for a write into a run directory that failed outside a checkpoint
+    (metrics.jsonl, TensorBoard, pictures) because the disk is full or the directory read-only;
+    None for any other ``OSError``."""
+    if e.errno not in _REASONS:
+        return None
     run = Path(run)
-    (run / MANIFEST).unlink(missing_ok=True)
-    for sub in (CKPT, "state"):
+    where = e.filename or run
+    latest = latest_checkpoint(run)
+    kept = (
+        f"the last checkpoint {latest} is intact: `vaekit train --resume {run}` continues from "
+        "it once the cause is fixed"
+        if latest is not None
+        else "there is no checkpoint yet: start the run again once the cause is fixed"
+    )
+    return CheckpointError(
+        f"training stopped: could not write {where} because {_REASONS[e.errno]} "
+        f"({e.strerror or e}); {kept}"
+    )
+
+
+def reset_run(run: str | Path) -> None:
+    """Remove a run's checkpoints (``ckpt/``, the top-level manifest and legacy ``state/``) and
+    its curves (``metrics.jsonl``, ``tb/``), so a fresh run written into an old run's directory
+    can neither resume the old one nor list its epochs beside the old ones."""
+    run = Path(run)
+    for name in (MANIFEST, "metrics.jsonl"):
+        (run / name).unlink(missing_ok=True)
+    for sub in (CKPT, "state", "tb"):
         shutil.rmtree(run / sub, ignore_errors=True)
 
 

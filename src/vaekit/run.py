@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +59,8 @@ class Run:
     step: int = 0
     batch_in_epoch: int = 0
     perm: Tensor | None = None  # the interrupted epoch's data order
+    nonfinite: int = 0  # steps skipped so far: a non-finite loss or gradient
+    grad_skipped: int = 0  # steps skipped so far: a gradient spike (train.grad_skip)
 
 
 def data_info_of(ds: Dataset) -> DataInfo:
@@ -240,7 +244,30 @@ def _restore(run: Run, log) -> None:
         torch.cuda.set_rng_state(tensors["rng.cuda"], run.device)
     run.gen.set_state(tensors["rng.data"])
     run.perm = tensors.get("data.perm")
+    run.nonfinite = int(trainer.get("nonfinite", 0))
+    run.grad_skipped = int(trainer.get("grad_skipped", 0))
     run.objective.load_state_dict(
         {k[len("objective.") :]: v for k, v in tensors.items() if k.startswith("objective.")}
     )
+    _trim_metrics(run.out / "metrics.jsonl", run.step)
     log(f"resuming {run.out} at epoch {run.epoch + 1}, step {run.step}")
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop the rows of ``metrics.jsonl`` written after the checkpoint a run resumes from (and a
+    line cut short by a crash), so that the resumed epochs are not listed twice."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step and line.endswith("\n"):
+            kept.append(line)
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)

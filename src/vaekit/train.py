@@ -11,6 +11,7 @@ Side effects live here and in ``checkpoint``; the model and the objective are pu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from . import images
-from .checkpoint import acquire_run_lock, save_checkpoint
+from .checkpoint import acquire_run_lock, run_write_error, save_checkpoint
 from .config import Config
 from .data import Dataset
 from .devices import autocast
@@ -73,7 +74,11 @@ def train(
 
     Returns the run directory. Stops early (with a checkpoint) at ``train.max_steps``, at
     ``train.time_limit`` minutes, or on SIGINT/SIGTERM; ``resume`` then continues exactly. One
-    process at a time trains a run directory (``RUN/.lock``); another gets a ``CheckpointError``.
+    process at a time trains a run directory (``RUN/.lock``); another gets a ``CheckpointError``,
+    as does a write that fails (disk full, read-only directory): the last checkpoint stays intact
+    for ``resume``. Steps with a non-finite loss or gradient are skipped and counted
+    (``nonfinite_steps`` in metrics.jsonl); ``train.max_nonfinite`` in a row raise
+    ``NonFiniteError``.
     """
     out = Path(out)
     if int(os.environ.get("RANK", "0")) > 0:  # another data-parallel process: rank 0 writes
@@ -88,6 +93,11 @@ def train(
         run = setup(cfg, out, resume=resume, data_dir=data_dir, dataset=dataset, log=log)
         try:
             return _loop(run, resume=resume, log=log)
+        except OSError as e:  # disk full or read-only outside a checkpoint: one clear error
+            error = run_write_error(out, e)
+            if error is None:
+                raise
+            raise error from e
         finally:
             run.world.close()
 
@@ -97,7 +107,24 @@ def _quiet(*args) -> None:
 
 
 def _loop(run: Run, *, resume: bool, log) -> Path:
-    """The epochs of ``run``, checkpointing into ``run.out``."""
+    """The epochs of ``run``, checkpointing into ``run.out``; the TensorBoard writer and the
+    signal handlers last as long as the loop, however it ends."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = _NoWriter()
+    if run.world.main:  # only rank 0 writes
+        writer = SummaryWriter(str(run.out / "tb"), purge_step=run.step if resume else None)
+    stop = _StopFlag()
+    try:
+        return _epochs(run, log, writer, stop)
+    finally:
+        stop.restore()
+        with contextlib.suppress(OSError):  # closed already, or the disk is full
+            writer.close()
+
+
+def _epochs(run: Run, log, writer, stop: _StopFlag) -> Path:
+    """The loop proper (see ``_loop``)."""
     cfg, tc, out = run.cfg, run.cfg.train, run.out
     model, objective, optimizer, ds, gen = run.model, run.objective, run.optimizer, run.ds, run.gen
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -106,15 +133,11 @@ def _loop(run: Run, *, resume: bool, log) -> Path:
     epoch, step, batch_in_epoch, perm = run.epoch, run.step, run.batch_in_epoch, run.perm
     device, scaler, world = run.device, run.scaler, run.world
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
-    if not world.main:  # only rank 0 writes
-        writer = _NoWriter()
-    stop = _StopFlag()
     t_start = time.monotonic()
     step_seconds = 0.0
-    nonfinite_run = nonfinite_total = grad_skipped = 0
+    nonfinite_run, nonfinite_total, grad_skipped = 0, run.nonfinite, run.grad_skipped
+    running = [*model.running_buffers(), *objective.buffers()]  # restored after a skipped step
+    saved = [b.clone() for b in running]
     state = {"epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch}
     last_checkpoint = time.monotonic()
 
@@ -130,7 +153,7 @@ def _loop(run: Run, *, resume: bool, log) -> Path:
             tensors["data.perm"] = perm_now
         tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
         extra = {"aux": run.aux_optimizer} if run.aux_optimizer is not None else None
-        trainer = dict(state, nonfinite=nonfinite_total)
+        trainer = dict(state, nonfinite=nonfinite_total, grad_skipped=grad_skipped)
         save_checkpoint(out, cfg, model, optimizer, trainer, tensors, extra)
         last_checkpoint = time.monotonic()
         world.barrier()
@@ -157,6 +180,8 @@ def _loop(run: Run, *, resume: bool, log) -> Path:
                 group["lr"] = lr
             for p in params:  # optimizer.zero_grad(set_to_none=True) without its profiler scope
                 p.grad = None
+            for keep, live in zip(saved, running, strict=True):
+                keep.copy_(live)
             res, loss_value, metrics = _gradients(run, idx, step)  # this process's share
             if world.size > 1:  # mean gradients and loss: every rank then decides alike
                 average_gradients(params, world)
@@ -169,6 +194,8 @@ def _loop(run: Run, *, resume: bool, log) -> Path:
             elif not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                 nonfinite_run += 1
                 nonfinite_total += 1
+                for keep, live in zip(saved, running, strict=True):  # no running statistic
+                    live.copy_(keep)  # (a VQ-VAE's codebook, a fit) keeps a non-finite batch
                 if nonfinite_run >= tc.max_nonfinite:
                     raise NonFiniteError(
                         f"{nonfinite_run} consecutive steps had a non-finite "
@@ -383,11 +410,17 @@ class _StopFlag:
 
     def __init__(self):
         self.set = False
+        self._previous = {}
         try:
-            signal.signal(signal.SIGINT, self._handler)
-            signal.signal(signal.SIGTERM, self._handler)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handler)
         except ValueError:  # not in the main thread
             pass
+
+    def restore(self) -> None:
+        """Put back the handlers there were before (the loop is over)."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
     def _handler(self, signum, frame):
         if self.set:  # a second signal: give up at once

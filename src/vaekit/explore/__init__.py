@@ -47,7 +47,7 @@ from ..latent import (
     restrict_dims,
 )
 
-__all__ = ["create_app", "serve", "Z_MAX", "MAX_BODY_BYTES"]
+__all__ = ["BodyLimit", "create_app", "serve", "Z_MAX", "MAX_BODY_BYTES"]
 
 Z_MAX = 10.0  # |z_d| accepted from the page (the prior N(0, 1) puts 1e-23 mass beyond 10)
 ALPHA_MAX = 10.0
@@ -73,6 +73,53 @@ def render(model, x: Tensor) -> list[dict]:
     return [{"values": [round(float(v), 5) for v in row.flatten()]} for row in x]
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 whether its size is declared
+    (Content-Length) or not (chunked transfer); a body is read at most to the limit, then handed
+    to the app whole."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and not length.isdigit():
+            await _refuse(scope, receive, send, 400, "malformed Content-Length header")
+            return
+        chunks, size = [], 0 if length is None else int(length)
+        while size <= self.limit:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            if length is None:
+                size += len(chunks[-1])
+            if not message.get("more_body", False):
+                break
+        if size > self.limit or sum(map(len, chunks)) > self.limit:
+            await _refuse(scope, receive, send, 413, f"request body over {self.limit} bytes")
+            return
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(scope, receive, send, status: int, message: str) -> None:
+    from starlette.responses import JSONResponse
+
+    await JSONResponse({"error": message}, status)(scope, receive, send)
+
+
 def create_app(
     model,
     x: Tensor,
@@ -89,6 +136,7 @@ def create_app(
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
     from pydantic import BaseModel, ConfigDict, Field, model_validator
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     if len(x) < 2:
         raise ValueError("the explorer needs at least two items")
@@ -159,12 +207,7 @@ def create_app(
 
     app = FastAPI(title=f"vaekit explorer {name}", docs_url=None, redoc_url=None)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -174,9 +217,9 @@ def create_app(
             msgs.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         return JSONResponse({"error": "; ".join(msgs) or "malformed request"}, 422)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return JSONResponse({"error": str(exc.detail)}, exc.status_code)
+    @app.exception_handler(StarletteHTTPException)  # also the router's 404 and 405
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ValueError)
     async def value_error(request: Request, exc: ValueError):

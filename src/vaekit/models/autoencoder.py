@@ -66,11 +66,15 @@ class GaussianFitPrior(nn.Module):
 
     @torch.no_grad()
     def update(self, codes: Tensor) -> None:
-        """One moving-average step towards the mean and covariance of ``codes`` ``(B, D)``."""
+        """One moving-average step towards the mean and covariance of ``codes`` ``(B, D)``; a
+        batch with a non-finite code leaves both as they were (no device sync: a select)."""
         if len(codes) < 2:
             return
-        self.mean.lerp_(codes.mean(0), self.momentum)
-        self.cov.lerp_(torch.cov(codes.T).reshape_as(self.cov), self.momentum)
+        mean = self.mean.lerp(codes.mean(0), self.momentum)
+        cov = self.cov.lerp(torch.cov(codes.T).reshape_as(self.cov), self.momentum)
+        ok = torch.isfinite(mean).all() & torch.isfinite(cov).all()
+        self.mean.copy_(torch.where(ok, mean, self.mean))
+        self.cov.copy_(torch.where(ok, cov, self.cov))
 
     @torch.no_grad()
     def fit(self, codes: Tensor) -> None:

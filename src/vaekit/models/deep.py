@@ -553,6 +553,10 @@ class DeepVAE(VAE):
         """Move the weights' moving average (``update_ema``) after an optimizer step."""
         self.update_ema()
 
+    def running_buffers(self) -> list[Tensor]:
+        """All buffers but the weights' moving average (changed by ``after_step`` alone)."""
+        return [b for name, b in self.named_buffers() if not name.startswith("ema.")]
+
     @torch.no_grad()
     def sample(
         self,

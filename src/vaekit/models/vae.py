@@ -211,6 +211,12 @@ class VAE(nn.Module):
         """Called by the training loop after each optimizer step (e.g. a moving average of the
         weights); nothing for a plain VAE."""
 
+    def running_buffers(self) -> list[Tensor]:
+        """The buffers a training-mode forward pass may change in place (running statistics: an
+        autoencoder's code fit, a VQ-VAE's codebook); the training loop restores them when it
+        skips a non-finite step, so one bad batch cannot poison them."""
+        return list(self.buffers())
+
     def evaluation_extras(self, x: Tensor, batch_size: int = 100) -> dict:
         """What ``evaluation.evaluate`` adds for this kind beside its bound terms (VQ-VAE: PSNR
         and its code prior's bits); nothing for a VAE."""
