@@ -74,7 +74,9 @@ class Dataset:
                     f"expected (N, {', '.join(map(str, self.event_shape))})"
                 )
             if x.dtype not in (torch.uint8, torch.float32):
-                raise DataFormatError(f"{self.name}: {split} is {x.dtype}, expected uint8 or float32")
+                raise DataFormatError(
+                    f"{self.name}: {split} is {x.dtype}, expected uint8 or float32"
+                )
             if y is not None and (y.dtype != torch.int64 or tuple(y.shape) != (len(x),)):
                 raise DataFormatError(
                     f"{self.name}: {split} labels must be int64 of shape "
