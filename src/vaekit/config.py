@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -290,13 +291,15 @@ def _typed(hint, value):
                 value = float(value)
             except ValueError:
                 raise TypeError from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError
         if not math.isfinite(value):
             raise TypeError
-        return value
-    if hint is int and isinstance(value, bool):
-        raise TypeError
+        return value if isinstance(value, int | float) else float(value)
+    if hint is int:  # NumPy integers too, as plain ints (config.json is JSON)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError
+        return int(value)
     if isinstance(hint, type) and not isinstance(value, hint):
         raise TypeError
     return value
