@@ -165,6 +165,8 @@ def _arrays_to_columns(arrays: dict[str, np.ndarray], path: Path) -> dict[str, l
     y = arrays.get("y", arrays.get("Y"))
     if y is not None:
         y = np.asarray(y).ravel()
+        if y.dtype.kind not in "biufUS" or (y.dtype.kind == "f" and not np.isfinite(y).all()):
+            raise DataFormatError(f"{path}: y must hold finite real numbers or text, got {y.dtype}")
         if len(y) != len(x):
             raise DataFormatError(f"{path}: y has {len(y)} rows, X has {len(x)}")
         cols["y"] = y.tolist()
