@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,8 +201,20 @@ class Config:
             try:
                 value = yaml.safe_load(value) if value.strip() else value
             except yaml.YAMLError as e:
-                raise ConfigError(f"{dotted}: cannot parse {value!r} ({e})") from None
-        setattr(obj, key, value)
+                problem = _yaml_problem(e)
+                raise ConfigError(f"{dotted}: cannot parse {value!r} ({problem})") from None
+        setattr(obj, key, _checked(dotted, typing.get_type_hints(type(obj))[key], value))
+
+    def validate(self) -> Config:
+        """Check every value against its field's type and range (see ``set``); ConfigError
+        naming the first bad key. For configs built or changed in Python, not through ``set``."""
+        for section in dataclasses.fields(self):
+            obj = getattr(self, section.name)
+            hints = typing.get_type_hints(type(obj))
+            for f in dataclasses.fields(obj):
+                value = _checked(f"{section.name}.{f.name}", hints[f.name], getattr(obj, f.name))
+                setattr(obj, f.name, value)
+        return self
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -221,6 +237,96 @@ def _migrate(d: dict[str, Any]) -> dict[str, Any]:
     return {**d, "model": model, "data_info": info}
 
 
+# Numeric keys that must be positive / non-negative (each entry, for lists); None passes.
+POSITIVE = {
+    "model": ("latent_dim", "hidden", "channels", "blocks", "latent_dims", "prior_components",
+              "embed_dim", "seq_layers", "heads", "deep_channels", "cells", "mixture_components",
+              "flow_steps", "code_dim", "codebook_size", "prior_hidden"),
+    "objective": ("n_samples",),
+    "train": ("epochs", "batch_size", "lr", "threads", "eval_every", "checkpoint_every",
+              "max_nonfinite", "max_steps", "time_limit"),
+}  # fmt: skip
+NON_NEGATIVE = {
+    "model": ("word_dropout", "ladder_width", "flow_hidden"),
+    "data": ("train_limit", "test_limit"),
+    "objective": ("beta", "free_bits", "warmup_steps"),
+    "train": ("lr_final", "clip_norm", "micro_batches", "checkpoint_every_steps",
+              "checkpoint_minutes", "report_iw_samples", "grad_skip"),
+}  # fmt: skip
+_KINDS = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+          float: ("a finite number", "numbers"), str: ("a string", "strings"),
+          dict: ("a mapping", "mappings")}  # fmt: skip
+
+
+def _describe(hint) -> str:
+    """``int | None`` → "an integer or null", ``list[int]`` → "a list of integers"."""
+    if typing.get_origin(hint) is list:
+        return f"a list of {_KINDS[typing.get_args(hint)[0]][1]}"
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        args = typing.get_args(hint)
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    return _KINDS[hint][0] if hint in _KINDS else getattr(hint, "__name__", str(hint))
+
+
+def _typed(hint, value):
+    """``value`` as the type ``hint`` (a float field also takes an int or a number written as
+    text, e.g. ``1e-3``, which YAML 1.1 reads as a string); raises TypeError if it is not one."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _typed(a, value)
+            except TypeError:
+                pass
+        raise TypeError
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise TypeError
+        return [_typed(args[0], v) for v in value] if args else list(value)
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise TypeError from None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError
+        if not math.isfinite(value):
+            raise TypeError
+        return value if isinstance(value, int | float) else float(value)
+    if hint is int:  # NumPy integers too, as plain ints (config.json is JSON)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError
+        return int(value)
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise TypeError
+    return value
+
+
+def _checked(dotted: str, hint, value):
+    """``value`` for the key ``dotted`` of type ``hint``, in its range; ConfigError otherwise."""
+    try:
+        value = _typed(hint, value)
+    except TypeError:
+        raise ConfigError(f"{dotted} must be {_describe(hint)}, got {value!r}") from None
+    section, _, key = dotted.partition(".")
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    for table, ok, what in ((POSITIVE, lambda v: v > 0, "positive"),
+                            (NON_NEGATIVE, lambda v: v >= 0, "non-negative")):  # fmt: skip
+        if key in table.get(section, ()) and not all(ok(v) for v in values):
+            raise ConfigError(f"{dotted} must be {what}, got {value!r}")
+    return value
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where (line, column)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or ' '.join(str(e).split())}{where}"
+
+
 def _sections() -> list[str]:
     return [f.name for f in dataclasses.fields(Config)]
 
@@ -231,7 +337,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse config {path}: {_yaml_problem(e)}") from None
+        except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read config {path}: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config {path} must be a mapping of sections")

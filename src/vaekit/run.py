@@ -25,6 +25,7 @@ from torch import Tensor
 from .checkpoint import load_config_of, load_state, reset_run
 from .config import AUTO, Config, ConfigError, DataInfo
 from .data import DataPrep, Dataset, load_dataset
+from .data.registry import check_trainable
 from .devices import autocast, grad_scaler, resolve_device
 from .distributed import World, init_world
 from .models import VAE, build_model, resolve_auto
@@ -150,6 +151,7 @@ def setup(
             saved.train.max_steps = cfg.train.max_steps
             saved.train.time_limit = cfg.train.time_limit
         cfg, saved_info = saved, saved.data_info
+    cfg.validate()  # a config built or changed in Python skipped ``Config.set``'s checks
     tc = cfg.train
     torch.set_num_threads(tc.threads)
     if torch.are_deterministic_algorithms_enabled() != tc.deterministic:
@@ -165,6 +167,7 @@ def setup(
     ds = dataset or load_dataset(  # ``dataset``: in-memory data (e.g. a DataFrame's table)
         cfg.data.dataset, data_dir, train_limit=cfg.data.train_limit, test_limit=cfg.data.test_limit
     )
+    check_trainable(ds)
     cfg = resolve(cfg, ds, saved_info, world)
     tc = cfg.train
     oc = cfg.objective

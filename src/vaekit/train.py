@@ -53,6 +53,18 @@ def lr_at(step: int, total: int, cfg) -> float:
     raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; constant, cosine or exponential")
 
 
+def _check_diverged(model, row: dict) -> None:
+    """NonFiniteError if an epoch left non-finite weights or a non-finite test ELBO (weights
+    so large that the model's outputs overflow), e.g. after too large a learning rate."""
+    weights_ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    if not weights_ok or not math.isfinite(row.get("test_elbo", 0.0)):
+        what = "the weights are" if not weights_ok else "the test ELBO is"
+        raise NonFiniteError(
+            f"training diverged: after epoch {row['epoch']} (step {row['step']}) {what} not "
+            "finite; lower the learning rate (the last good checkpoint, if any, is kept)"
+        )
+
+
 def _nonfinite_term(res) -> str:
     """Name the first non-finite term of an objective result, for the error message."""
     for name in ("log_px_z", "kl", "bound"):
@@ -255,6 +267,7 @@ def _epochs(run: Run, log, writer, stop: _StopFlag) -> Path:
         row.update({f"train_{k}": float(v) / n_counted for k, v in zip(sums, totals, strict=False)})
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
             row.update(_test_metrics(run))
+        _check_diverged(model, row)  # before the checkpoint: never save diverged weights
         if world.main:
             _log_epoch(out, writer, row, model if tc.images else None, run.x_test, ds.test_labels)
             log(_summary(row, tc.epochs))

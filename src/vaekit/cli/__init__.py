@@ -8,6 +8,7 @@ section.key=value``); the resolved config is saved in the run.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -50,10 +51,16 @@ USER_ERRORS = (
 )
 
 
-def build_parser():
-    import argparse
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (``vaekit CMD: error: ...``) and
+    exit status 2, like every other user error; ``--help`` still shows the usage."""
 
-    p = argparse.ArgumentParser(prog="vaekit", description="Variational autoencoders on PyTorch.")
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="vaekit", description="Variational autoencoders on PyTorch.")
     p.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     _add = sub.add_parser

@@ -29,7 +29,17 @@ from ..config import load_config
 from ..data import DATASETS, DataPrep, load_dataset
 from ..data.tables import TRANSFORMS, TabularSchema, read_table
 from ..train import train
-from .options import COMMON_OPTIONS, config_path, int_list, parse_sets, split_data, write_output
+from .options import (
+    COMMON_OPTIONS,
+    config_path,
+    fraction,
+    parse_sets,
+    positive_float,
+    positive_int,
+    positive_list,
+    split_data,
+    write_output,
+)
 
 __all__ = ["register", "as_spec"]
 
@@ -374,19 +384,19 @@ def register(sub) -> None:
         default="yeo-johnson",
         help="transform of numeric table columns before the Gaussian (default yeo-johnson)",
     )
-    f.add_argument("--test", type=float, help="held-out fraction of a table (default 0.2)")
+    f.add_argument("--test", type=fraction, help="held-out fraction of a table (default 0.2)")
     f.add_argument(
         "--score",
         choices=sorted(SCORES),
         default="nll",
         help="nll = −log p(x) by importance sampling; elbo = −ELBO; recon",
     )
-    f.add_argument("-k", type=int, default=1000, help="importance / Monte-Carlo samples")
+    f.add_argument("-k", type=positive_int, default=1000, help="importance / Monte-Carlo samples")
     g = f.add_mutually_exclusive_group()
-    g.add_argument("--contamination", type=float, help="flag this fraction of training rows")
+    g.add_argument("--contamination", type=fraction, help="flag this fraction of training rows")
     g.add_argument(
         "--fpr",
-        type=float,
+        type=fraction,
         default=0.05,
         help="false-positive rate on (normal) training rows (default 0.05)",
     )
@@ -395,13 +405,13 @@ def register(sub) -> None:
     f.add_argument("-o", "--output", help="scores CSV (default RUN/scores.csv)")
     f.add_argument("--config", help="a preset or YAML file (default: small tabular model)")
     f.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key")
-    f.add_argument("--epochs", type=int)
-    f.add_argument("--latent-dim", type=int)
-    f.add_argument("--hidden", type=int_list)
-    f.add_argument("--batch-size", type=int)
-    f.add_argument("--lr", type=float)
+    f.add_argument("--epochs", type=positive_int)
+    f.add_argument("--latent-dim", type=positive_int)
+    f.add_argument("--hidden", type=positive_list)
+    f.add_argument("--batch-size", type=positive_int)
+    f.add_argument("--lr", type=positive_float)
     f.add_argument("--seed", type=int)
-    f.add_argument("--threads", type=int)
+    f.add_argument("--threads", type=positive_int)
     f.add_argument("--json", action="store_true", help="print one JSON object")
     f.set_defaults(func=cmd_anomaly_fit)
 
@@ -416,7 +426,7 @@ def register(sub) -> None:
         default="test",
         help="which split of a dataset spec (tables: every row)",
     )
-    s.add_argument("-k", type=int, help="samples (default: as fitted)")
+    s.add_argument("-k", type=positive_int, help="samples (default: as fitted)")
     s.add_argument(
         "--unseen",
         choices=["missing", "error"],
@@ -424,7 +434,7 @@ def register(sub) -> None:
         help="a category never seen in training: treat as missing, or fail",
     )
     s.add_argument("-o", "--output", default="scores.csv")
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--threads", type=positive_int, default=1)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_anomaly_score)
 
@@ -445,8 +455,8 @@ def register(sub) -> None:
         help="posterior-mean reconstruction, or inference ignoring masked pixels "
         "(default: infer when some pixels are masked)",
     )
-    d.add_argument("--steps", type=int, default=200, help="optimization steps of infer")
-    d.add_argument("-n", type=int, default=500, help="images of the split to use")
+    d.add_argument("--steps", type=positive_int, default=200, help="optimization steps of infer")
+    d.add_argument("-n", type=positive_int, default=500, help="images of the split to use")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("-o", "--output", default="denoised.png", help=".png grid or .npy values")
     d.add_argument("--json", action="store_true")
@@ -454,8 +464,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("probe", help="linear-probe accuracy and k-means ARI of the latents")
     p.add_argument("run")
-    p.add_argument("--limit", type=int, help="use the first N examples of each split")
+    p.add_argument("--limit", type=positive_int, help="use the first N examples of each split")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)

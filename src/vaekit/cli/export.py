@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .options import positive_int
+
 __all__ = ["register"]
 
 FORMATS = ("onnx",)
@@ -41,7 +43,7 @@ def register(sub) -> None:
     e.add_argument("run")
     e.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (the only one)")
     e.add_argument("-o", "--output", metavar="DIR", help="output folder (default RUN/onnx)")
-    e.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    e.add_argument("--opset", type=positive_int, help="ONNX opset (default: the exporter's)")
     e.add_argument(
         "--exporter",
         choices=["torchscript", "dynamo"],

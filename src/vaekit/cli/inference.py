@@ -11,7 +11,7 @@ import torch
 
 from ..checkpoint import load_run
 from ..gradvar import ESTIMATORS, gradient_variance, plot_gradvar
-from .options import int_list, split_data
+from .options import positive_int, positive_list, split_data
 
 
 def _names(text: str) -> list[str]:
@@ -86,13 +86,13 @@ def register(sub) -> None:
         default=list(ESTIMATORS),
         help=f"comma-separated, from {','.join(ESTIMATORS)} (default: all)",
     )
-    g.add_argument("--k", type=int_list, default=[1, 10, 100], help="K of the IWAE estimators")
-    g.add_argument("--samples", type=int, default=100, help="gradient draws per minibatch")
-    g.add_argument("--batches", type=int, default=2, help="minibatches (the same for all)")
-    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--k", type=positive_list, default=[1, 10, 100], help="K of the IWAE estimators")
+    g.add_argument("--samples", type=positive_int, default=100, help="gradient draws per minibatch")
+    g.add_argument("--batches", type=positive_int, default=2, help="minibatches (the same for all)")
+    g.add_argument("--batch-size", type=positive_int, default=32)
     g.add_argument("--split", choices=["test", "train"], default="test")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--threads", type=positive_int, default=1)
     g.add_argument("-o", "--output", help="plot path (default RUN/gradvar.png)")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.set_defaults(func=cmd_gradvar)

@@ -24,7 +24,14 @@ from ..latent import (
     n_groups_of,
     restrict_dims,
 )
-from .options import add_group_options, int_list, split_data, write_output
+from .options import (
+    add_group_options,
+    int_list,
+    non_negative_int,
+    positive_int,
+    split_data,
+    write_output,
+)
 
 __all__ = ["register"]
 
@@ -264,7 +271,9 @@ def cmd_explore(args) -> int:
 def _common(p, limit: int | None) -> None:
     p.add_argument("run")
     p.add_argument("--split", choices=["test", "train"], default="test")
-    p.add_argument("--limit", type=int, default=limit, help=f"use the first N items ({limit})")
+    p.add_argument(
+        "--limit", type=positive_int, default=limit, help=f"use the first N items ({limit})"
+    )
 
 
 def register(sub) -> None:
@@ -274,7 +283,7 @@ def register(sub) -> None:
     e.add_argument("-o", "--output", default="latents.npy", help=".npy (z) or .npz (z, labels)")
     e.add_argument("--samples", action="store_true", help="one draw z ~ q(z|x) instead of means")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch-size", type=int, default=512)
+    e.add_argument("--batch-size", type=positive_int, default=512)
     e.add_argument(
         "--tensorboard",
         nargs="?",
@@ -288,7 +297,7 @@ def register(sub) -> None:
     _common(t, 1000)
     t.add_argument("--item", type=int, help="start from this item's code (default: z = 0)")
     t.add_argument("--dims", type=int_list, help="dimensions to vary (default: the most used)")
-    t.add_argument("--top", type=int, default=8, help="how many of the most-used dims (8)")
+    t.add_argument("--top", type=positive_int, default=8, help="how many of the most-used dims (8)")
     t.add_argument(
         "--range", type=float, nargs=2, default=[-3.0, 3.0], metavar=("LO", "HI"), help="(-3 3)"
     )
@@ -322,15 +331,19 @@ def register(sub) -> None:
     _common(r, 1000)
     r.add_argument("-o", "--output", help="default RUN/report.html")
     r.add_argument("--map", choices=["pca", "tsne"], default="pca")
-    r.add_argument("--iw-samples", type=int, default=0, help="also evaluate the IWAE bound now")
+    r.add_argument(
+        "--iw-samples", type=non_negative_int, default=0, help="also evaluate the IWAE bound now"
+    )
     add_group_options(r, temperature=False)
     r.set_defaults(func=cmd_report)
 
     x = sub.add_parser("explore", help="interactive latent-space explorer in the browser")
     _common(x, 2000)
     x.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
-    x.add_argument("--port", type=int, default=8000)
-    x.add_argument("--sliders", type=int, default=12, help="sliders for the most-used dims")
-    x.add_argument("--threads", type=int, default=1)
+    x.add_argument("--port", type=non_negative_int, default=8000)
+    x.add_argument(
+        "--sliders", type=positive_int, default=12, help="sliders for the most-used dims"
+    )
+    x.add_argument("--threads", type=positive_int, default=1)
     add_group_options(x, temperature=False)
     x.set_defaults(func=cmd_explore)

@@ -5,6 +5,7 @@ registries), and reading a run's data split."""
 from __future__ import annotations
 
 import argparse
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -30,7 +31,13 @@ __all__ = [
     "config_path",
     "groups_arg",
     "int_list",
+    "non_negative_float",
+    "non_negative_int",
     "parse_sets",
+    "positive_float",
+    "positive_int",
+    "positive_list",
+    "fraction",
     "split_data",
     "write_output",
 ]
@@ -53,14 +60,14 @@ def int_list(text: str) -> list[int]:
 
 
 def _number(kind, ok, what: str):
-    """An argparse type: ``kind(text)`` that satisfies ``ok`` (comparisons refuse NaN)."""
+    """An argparse type: a finite ``kind(text)`` that satisfies ``ok`` (NaN and inf refused)."""
 
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not ok(v):
+        if not (math.isfinite(v) and ok(v)):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return v
 
@@ -77,9 +84,10 @@ def _non_negative(kind):
 
 positive_int, positive_float = _positive(int), _positive(float)
 non_negative_int, non_negative_float = _non_negative(int), _non_negative(float)
+fraction = _number(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
 
 
-def _positive_list(text: str) -> list[int]:
+def positive_list(text: str) -> list[int]:
     values = int_list(text)
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
@@ -135,10 +143,10 @@ TRAIN_OPTIONS: list[tuple[str, str, dict]] = [
                                          "help": "use the first N test examples"}),
     ("--model", "model.kind", {"choices": MODELS.choices(), "help": MODELS.help()}),
     ("--arch", "model.arch", {"choices": _arch_choices()}),
-    ("--hidden", "model.hidden", {"type": _positive_list, "help": "hidden widths, e.g. 512,512"}),
-    ("--channels", "model.channels", {"type": _positive_list, "help": "conv channels, e.g. 32,64"}),
+    ("--hidden", "model.hidden", {"type": positive_list, "help": "hidden widths, e.g. 512,512"}),
+    ("--channels", "model.channels", {"type": positive_list, "help": "conv channels, e.g. 32,64"}),
     ("--latent-dim", "model.latent_dim", {"type": positive_int}),
-    ("--latent-dims", "model.latent_dims", {"type": _positive_list,
+    ("--latent-dims", "model.latent_dims", {"type": positive_list,
                                             "help": "hvae: sizes of z_1..z_L, bottom→top"}),
     ("--likelihood", "model.likelihood", {"choices": LIKELIHOODS.choices(),
                                           "help": LIKELIHOODS.help()}),

@@ -7,13 +7,17 @@ import torch
 from .. import images
 from ..checkpoint import load_run
 from ..latent import PATHS, n_groups_of
-from .options import add_group_options, positive_int, split_data, write_output
+from .options import (
+    add_group_options,
+    non_negative_float,
+    positive_int,
+    split_data,
+    write_output,
+)
 
 
 def cmd_sample(args) -> int:
     model = load_run(args.run)
-    if args.temperature < 0:
-        raise ValueError(f"--temperature must be non-negative, got {args.temperature}")
     label = None if args.label is None else torch.full((args.n,), args.label)
     x = images.samples(
         model, args.n, label, temperature=args.temperature, seed=args.seed,
@@ -64,7 +68,7 @@ def register(sub) -> None:
     s.add_argument("run")
     s.add_argument("-n", type=positive_int, default=64)
     s.add_argument("-o", "--output", default="samples.png")
-    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--temperature", type=non_negative_float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, help="conditional models: the class to generate")
     s.add_argument("--nrow", type=positive_int)

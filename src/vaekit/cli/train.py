@@ -15,7 +15,14 @@ from ..config import load_config
 from ..distributed import launch
 from ..evaluation import evaluate
 from ..train import train
-from .options import add_train_options, config_from_args, config_path, split_data
+from .options import (
+    add_train_options,
+    config_from_args,
+    config_path,
+    non_negative_int,
+    positive_int,
+    split_data,
+)
 
 SCHEDULE_KEYS = ("train.epochs", "train.max_steps", "train.time_limit")
 
@@ -90,7 +97,7 @@ def register(sub) -> None:
     t.add_argument("--force", action="store_true", help="overwrite an existing run at --out")
     t.add_argument(
         "--nproc",
-        type=int,
+        type=positive_int,
         help="data-parallel processes on this machine (torchrun; gloo on CPUs, nccl on CUDA)",
     )
     add_train_options(t)
@@ -98,6 +105,6 @@ def register(sub) -> None:
 
     d = sub.add_parser("demo", help="train the MNIST preset, evaluate it, write pictures")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--iw-samples", type=int, default=1000)
-    d.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+    d.add_argument("--iw-samples", type=non_negative_int, default=1000)
+    d.add_argument("--epochs", type=positive_int, help="override the preset's number of epochs")
     d.set_defaults(func=cmd_demo)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "DataFormatError", "DataNotFoundError", "make_dataset"]
+from ..config import ConfigError
+
+__all__ = ["Dataset", "DataFormatError", "DataNotFoundError", "make_dataset", "spec_option"]
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -16,6 +19,19 @@ class DataNotFoundError(FileNotFoundError):
 
 class DataFormatError(ValueError):
     """A data file or array exists but its content is not what the loader expects."""
+
+
+def spec_option(name: str, text, kind: Callable = int, ok: Callable | None = None, what: str = ""):
+    """A dataset spec's option (``?name=text``) as ``kind(text)`` satisfying ``ok``; a
+    ConfigError naming the option otherwise (``what``: what it must be)."""
+    try:
+        value = kind(text)
+        good = ok is None or ok(value)
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise ConfigError(f"dataset option {name}={text!r}: expected {what or kind.__name__}")
+    return value
 
 
 @dataclass(frozen=True, repr=False)
@@ -53,29 +69,31 @@ class Dataset:
             ("test", self.test, self.test_labels),
         ):
             if tuple(x.shape[1:]) != self.event_shape:
-                raise ValueError(
+                raise DataFormatError(
                     f"{self.name}: {split} has shape {tuple(x.shape)}, "
                     f"expected (N, {', '.join(map(str, self.event_shape))})"
                 )
             if x.dtype not in (torch.uint8, torch.float32):
-                raise ValueError(f"{self.name}: {split} is {x.dtype}, expected uint8 or float32")
+                raise DataFormatError(
+                    f"{self.name}: {split} is {x.dtype}, expected uint8 or float32"
+                )
             if y is not None and (y.dtype != torch.int64 or tuple(y.shape) != (len(x),)):
-                raise ValueError(
+                raise DataFormatError(
                     f"{self.name}: {split} labels must be int64 of shape "
                     f"({len(x)},), got {y.dtype} {tuple(y.shape)}"
                 )
         if self.factors is not None:
             if len(self.factors) != 2:
-                raise ValueError(f"{self.name}: factors must be a (train, test) pair")
+                raise DataFormatError(f"{self.name}: factors must be a (train, test) pair")
             pairs = zip(("train", "test"), (self.train, self.test), self.factors, strict=True)
             for split, x, f in pairs:
                 if f.dtype != torch.int64 or f.dim() != 2 or len(f) != len(x):
-                    raise ValueError(
+                    raise DataFormatError(
                         f"{self.name}: {split} factors must be int64 of shape ({len(x)}, K), "
                         f"got {f.dtype} {tuple(f.shape)}"
                     )
         if self.train.dtype != self.test.dtype:
-            raise ValueError(
+            raise DataFormatError(
                 f"{self.name}: train is {self.train.dtype} but test is {self.test.dtype}"
             )
 

@@ -5,6 +5,8 @@ for float arrays); the registry (``data.registry``) maps dataset names to them."
 from __future__ import annotations
 
 import gzip
+import math
+import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..files import sha256_file
 from . import download as _dl
 from .dataset import DataFormatError, DataNotFoundError, Dataset, make_dataset
@@ -27,6 +30,8 @@ __all__ = [
     "load_olivetti",
     "load_folder",
     "load_npz",
+    "read_mat",
+    "read_npz",
 ]
 
 _WHERE_HINT = _dl.WHERE_HINT
@@ -37,6 +42,7 @@ def _download(urls, dest, verify) -> None:
     _dl.download(urls, dest, verify)
 
 
+IDX_MAX_DIMS = 32  # numpy's least maximum number of array dimensions
 # IDX type code -> big-endian numpy dtype
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -46,12 +52,14 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataFormatError(f"{source}: not an IDX file (bad magic number {data[:4].hex()!r})")
     ndim = data[3]
+    if not 1 <= ndim <= IDX_MAX_DIMS:
+        raise DataFormatError(f"{source}: IDX file with {ndim} dimensions (1..{IDX_MAX_DIMS})")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataFormatError(f"{source}: truncated IDX header")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
-    count = int(np.prod(dims, dtype=np.int64))
+    count = math.prod(dims)  # exact: a forged header cannot overflow it
     expected = header + count * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
@@ -204,17 +212,25 @@ OLIVETTI_URL = "https://ndownloader.figshare.com/files/5976027"
 OLIVETTI_SHA256 = "b612fb967f2dc77c9c62d3e1266e0c73d5fca46a4b8906c18e454d41af987794"  # download
 
 
-def _read_olivetti_faces(path: Path) -> np.ndarray:
-    """The ``faces`` array of shape (4096, 400) from ``olivettifaces.mat``."""
+def read_mat(path: Path) -> dict[str, np.ndarray]:
+    """The variables of a MATLAB ``.mat`` file (not ``__header__`` and the like); DataFormatError
+    for a file scipy cannot parse."""
     import scipy.io
-    from scipy.io.matlab import MatReadError
 
     try:
-        faces = scipy.io.loadmat(path)["faces"]
-    except (MatReadError, ValueError, OSError, NotImplementedError, TypeError, KeyError) as e:
+        mat = scipy.io.loadmat(path)
+    except Exception as e:  # noqa: BLE001 - scipy's parser raises anything on corrupt bytes
         raise DataFormatError(
-            f"{path}: not a readable olivettifaces.mat with a 'faces' array ({e!r})"
-        ) from e
+            f"{path}: not a readable MATLAB file ({type(e).__name__}: {e})"
+        ) from None
+    return {k: v for k, v in mat.items() if not k.startswith("__")}
+
+
+def _read_olivetti_faces(path: Path) -> np.ndarray:
+    """The ``faces`` array of shape (4096, 400) from ``olivettifaces.mat``."""
+    faces = read_mat(path).get("faces")
+    if not isinstance(faces, np.ndarray):
+        raise DataFormatError(f"{path}: not an olivettifaces.mat (no 'faces' array)")
     if faces.shape != (4096, 400):
         raise DataFormatError(f"{path}: 'faces' has shape {faces.shape}, expected (4096, 400)")
     return faces
@@ -285,7 +301,7 @@ def _parse_size(size: str) -> tuple[int, int]:
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2 or min(parts) < 1:
-        raise ValueError(f"bad size {size!r}: expected S or HxW with positive integers")
+        raise ConfigError(f"bad size {size!r}: expected S or HxW with positive integers")
     return parts[0], parts[1]
 
 
@@ -378,7 +394,8 @@ def _npz_features(arr: np.ndarray, key: str) -> np.ndarray:
         return arr
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
         raise DataFormatError(f"array {key!r} has dtype {arr.dtype}; expected real numbers")
-    out = arr.astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, counted below
+        out = arr.astype(np.float32)
     bad = int((~np.isfinite(out)).sum())
     if bad:
         raise DataFormatError(
@@ -392,7 +409,35 @@ def _npz_labels(arr: np.ndarray, key: str, n: int) -> np.ndarray:
         raise DataFormatError(
             f"array {key!r} must be integer labels of shape ({n},), got {arr.dtype} {arr.shape}"
         )
+    if n and arr.min() < 0:
+        raise DataFormatError(f"array {key!r}: labels must be >= 0, found {arr.min()}")
     return arr.astype(np.int64)
+
+
+def read_npz(file: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, loaded with ``allow_pickle=False`` (an object array is
+    refused, never unpickled); DataFormatError for anything that is not a readable archive."""
+    with open(file, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        raise DataFormatError(f"{file}: not an .npz archive (it starts with {magic!r})")
+    try:
+        npz = np.load(file, allow_pickle=False)
+    except ValueError as e:  # a bare .npy of objects: pickle, never allowed
+        raise DataFormatError(f"{file}: cannot load without pickle ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataFormatError(f"{file}: not a readable .npz file ({e})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataFormatError(f"{file}: a single .npy array, not an .npz archive")
+    try:
+        with npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as e:  # object arrays need pickle, which is never allowed
+        raise DataFormatError(
+            f"{file}: cannot load without pickle ({e}); store plain numeric arrays"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataFormatError(f"{file}: not a readable .npz file ({e})") from None
 
 
 def load_npz(root: Path, path: str, download: bool) -> Dataset:
@@ -400,19 +445,7 @@ def load_npz(root: Path, path: str, download: bool) -> Dataset:
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataNotFoundError(f"npz file not found: {file}")
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise DataFormatError(f"{file}: a single .npy array, not an .npz archive")
-            arrays = {k: npz[k] for k in npz.files}
-    except DataFormatError:
-        raise
-    except ValueError as e:  # object arrays need pickle, which is never allowed
-        raise DataFormatError(
-            f"{file}: cannot load without pickle ({e}); store plain numeric arrays"
-        ) from e
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataFormatError(f"{file}: not a readable .npz file ({e})") from e
+    arrays = read_npz(file)
 
     if "x_train" in arrays and "x_test" in arrays:
         keys = [("x_train", "y_train"), ("x_test", "y_test")]

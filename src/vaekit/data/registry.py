@@ -55,7 +55,8 @@ from pathlib import Path
 import platformdirs
 import torch
 
-from .dataset import Dataset
+from ..config import ConfigError
+from .dataset import DataFormatError, Dataset, spec_option
 from .download import ENV_VAR
 from .images import load_digits, load_folder, load_mnist, load_npz, load_olivetti
 from .shapes import Shapes
@@ -63,7 +64,14 @@ from .shards import load_packed_dataset
 from .tables import load_table_dataset
 from .text import load_text
 
-__all__ = ["DATASETS", "DatasetLoader", "load_dataset", "resolve_data_root", "parse_spec"]
+__all__ = [
+    "DATASETS",
+    "DatasetLoader",
+    "check_trainable",
+    "load_dataset",
+    "resolve_data_root",
+    "parse_spec",
+]
 
 
 def resolve_data_root(data_dir: str | Path | None = None) -> Path:
@@ -104,22 +112,26 @@ def load_dataset(
 
     ``train_limit``/``test_limit`` keep only the first N rows of each split.
     """
+    for lim in (train_limit, test_limit):
+        if lim is not None and lim < 0:
+            raise ConfigError(f"limits must be >= 0, got {lim}")
     name, path, options = parse_spec(spec)
     entry = DATASETS.get(name)
     if entry is None:
         known = ", ".join(f"{n}:PATH" if e.needs_path else n for n, e in DATASETS.items())
-        raise ValueError(f"unknown dataset {name!r} in spec {spec!r}; known: {known}")
+        raise ConfigError(f"unknown dataset {name!r} in spec {spec!r}; known: {known}")
     if entry.needs_path and not path:
-        raise ValueError(f"dataset {name!r} needs a path: '{name}:PATH'")
+        raise ConfigError(f"dataset {name!r} needs a path: '{name}:PATH'")
     if not entry.needs_path and path:
-        raise ValueError(f"dataset {name!r} takes no path, got {spec!r}")
+        raise ConfigError(f"dataset {name!r} takes no path, got {spec!r}")
     filters = {k: options.pop(k) for k in CLASS_OPTIONS if k in options}
     unknown = sorted(set(options) - set(entry.options))
     if unknown:
         allowed = ", ".join(entry.options) or "none"
-        raise ValueError(f"unknown option(s) {unknown} for {name!r}; allowed: {allowed}")
+        raise ConfigError(f"unknown option(s) {unknown} for {name!r}; allowed: {allowed}")
     root = resolve_data_root(data_dir)
     ds = entry.load(root=root, path=path, download=download, **options)
+    _check_nonempty(ds)
     ds = dataclasses.replace(ds, implies=entry.implied(ds))
     return _limit(_filter_classes(ds, **filters), train_limit, test_limit)
 
@@ -132,9 +144,27 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     for item in filter(None, query.split("&")):
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"bad option {item!r} in {spec!r}; expected key=value")
+            raise ConfigError(f"bad option {item!r} in {spec!r}; expected key=value")
         options[key.strip()] = value.strip()
     return name.strip().lower(), path.strip(), options
+
+
+def check_trainable(ds: Dataset) -> None:
+    """DataFormatError unless both splits have rows (what training needs; a reader may return
+    an empty split, e.g. a folder of fewer than 10 images to encode)."""
+    for split, x in (("train", ds.train), ("test", ds.test)):
+        if len(x) == 0:
+            raise DataFormatError(
+                f"{ds.name}: the {split} split is empty ({len(ds.train)} train / {len(ds.test)} "
+                "test rows); give more data (an image folder or a text file: every 10th item is "
+                "a test item)"
+            )
+
+
+def _check_nonempty(ds: Dataset) -> None:
+    """Every loader's result: rows have values (DataFormatError)."""
+    if 0 in ds.event_shape:
+        raise DataFormatError(f"{ds.name}: rows have no values (shape {ds.event_shape})")
 
 
 # Options every labelled dataset takes: keep only some classes (e.g. ``mnist?train_classes=0-8``
@@ -150,9 +180,9 @@ def _parse_classes(text: str) -> set[int]:
             lo, sep, hi = part.partition("-")
             out.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
     except ValueError:
-        raise ValueError(f"bad class list {text!r}; expected e.g. 0-8 or 1,3,5") from None
+        raise ConfigError(f"bad class list {text!r}; expected e.g. 0-8 or 1,3,5") from None
     if not out:
-        raise ValueError(f"empty class list {text!r}")
+        raise ConfigError(f"empty class list {text!r}")
     return out
 
 
@@ -187,9 +217,6 @@ def _filter_classes(ds: Dataset, classes: str | None = None, train_classes: str 
 
 def _limit(ds: Dataset, train_limit: int | None, test_limit: int | None) -> Dataset:
     """Keep the first ``train_limit``/``test_limit`` rows (copies, so the rest can be freed)."""
-    for lim in (train_limit, test_limit):
-        if lim is not None and lim < 0:
-            raise ValueError(f"limits must be >= 0, got {lim}")
 
     def cut(t: torch.Tensor | None, n: int | None) -> torch.Tensor | None:
         return t if t is None or n is None or n >= len(t) else t[:n].clone()
@@ -224,12 +251,10 @@ def _load_shapes(
     distinct factor combinations, train and test disjoint. Options ``color=1`` (RGB, 6 hues),
     ``n`` training images (default 60,000), ``test`` images (10,000), ``seed`` (0). Labels: the
     shape class (0 square, 1 ellipse, 2 heart); ``factors``: all six, int64 (N, 6)."""
-    try:
-        colour, n_train, n_test, seed_ = _flag(color), int(n), int(test), int(seed)
-    except ValueError:
-        raise ValueError(f"shapes options: color=0|1, integer n, test, seed; got {n!r}") from None
-    if n_train < 1 or n_test < 1:
-        raise ValueError(f"shapes needs n >= 1 and test >= 1, got n={n_train}, test={n_test}")
+    colour = spec_option("color", color, _flag, what="0 or 1")
+    n_train = spec_option("n", n, int, lambda v: v >= 1, "a positive integer")
+    n_test = spec_option("test", test, int, lambda v: v >= 1, "a positive integer")
+    seed_ = spec_option("seed", seed, int, what="an integer")
     gen = Shapes(color=colour)
     x, f, xt, ft = gen.load(n_train, n_test, seed_)
     shape = gen.factor_names.index("shape")
@@ -252,7 +277,7 @@ def _flag(text: str) -> bool:
         return True
     if str(text).lower() in ("0", "false", "no"):
         return False
-    raise ValueError(f"expected 0 or 1, got {text!r}")
+    raise ConfigError(f"expected 0 or 1, got {text!r}")
 
 
 def _table_loader(kind: str) -> Callable[..., Dataset]:

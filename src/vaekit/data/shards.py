@@ -300,6 +300,8 @@ class ShardedArray:
             self._np_dtype = np.dtype(entry["dtype"])
             self.dtype: torch.dtype = _TORCH[self._np_dtype]
             self.shape = torch.Size(int(d) for d in entry["shape"])
+            if not self.shape:
+                raise ValueError("an array needs a shape (N, ...)")
             shards = entry["shards"]
             self.files = [root / _plain_name(s["file"]) for s in shards]
             self._sha = [str(s["sha256"]) for s in shards]
@@ -308,8 +310,8 @@ class ShardedArray:
             raise ShardError(f"{root / INDEX}: bad entry for {self.name}: {e!r}") from None
         self._rps = int(rows_per_shard)
         n = self.shape[0]
-        full = all(r == self._rps for r in rows[:-1]) and 0 < rows[-1] <= self._rps
-        if sum(rows) != n or not full:
+        full = bool(rows) and all(r == self._rps for r in rows[:-1]) and 0 < rows[-1] <= self._rps
+        if sum(rows) != n or not full or min(self.shape) < 1:
             raise ShardError(f"{root / INDEX}: shard rows {rows} do not make {n} rows")
         self._rows = rows
         self._event = tuple(self.shape[1:])
@@ -472,9 +474,16 @@ def open_shards(
         raise ShardError(f"{path / INDEX} is not a {FORMAT} index")
     if index.get("version") != VERSION:
         raise ShardError(f"{path / INDEX} has version {index.get('version')}, expected {VERSION}")
-    rps = index.get("rows_per_shard")
+    rps, splits, meta = index.get("rows_per_shard"), index.get("splits"), index.get("meta") or {}
+    if not isinstance(rps, int) or isinstance(rps, bool) or rps < 1:
+        raise ShardError(f"{path / INDEX}: rows_per_shard must be a positive integer, got {rps!r}")
+    entries_ok = isinstance(splits, dict) and all(
+        isinstance(e, dict) and isinstance(e.get("x"), dict) for e in splits.values()
+    )
+    if not entries_ok or not isinstance(meta, dict):
+        raise ShardError(f"{path / INDEX}: malformed: 'splits' must map each split to its arrays")
     out = {}
-    for split, entry in index.get("splits", {}).items():
+    for split, entry in splits.items():
         opts = {"verify": verify, "max_resident": max_resident}
         x = ShardedArray(path, entry["x"], rps, name=f"{path}:{split}/x", **opts)
         y = entry.get("y")
@@ -482,7 +491,7 @@ def open_shards(
         if len(x) != entry.get("rows") or (y is not None and len(y) != len(x)):
             raise ShardError(f"{path / INDEX}: split {split!r} has inconsistent row counts")
         out[split] = (x, y)
-    return out, index.get("meta") or {}
+    return out, meta
 
 
 def load_shards(
@@ -511,6 +520,11 @@ def load_packed_dataset(path: str | Path, *, verify: str = "lazy") -> Dataset:
     if not (path / INDEX).is_file():
         raise DataNotFoundError(f"no packed dataset at {path}: {path / INDEX} is missing")
     train, test, train_y, test_y, meta = load_shards(path, verify=verify)
+    vocab, implies = meta.get("vocab"), meta.get("implies") or {}
+    if not (vocab is None or isinstance(vocab, list)) or not isinstance(implies, dict):
+        raise ShardError(
+            f"{path / INDEX}: malformed meta (vocab must be a list, implies a mapping)"
+        )
     return Dataset(
         name=str(meta.get("name") or f"shards:{path}"),
         train=train,  # a ShardedArray: len, shape, dtype and x[idx], like a tensor

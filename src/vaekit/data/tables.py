@@ -16,6 +16,7 @@ from; it travels to the model as ``DataInfo.columns``.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -26,9 +27,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import ConfigError
+from ..likelihoods.tabular import KINDS as COLUMN_KINDS
 from ..likelihoods.tabular import Column
 from ..likelihoods.yeo_johnson import MIN_STD, fit_yeo_johnson, yeo_johnson
-from .dataset import DataFormatError, DataNotFoundError, Dataset
+from .dataset import DataFormatError, DataNotFoundError, Dataset, spec_option
+from .images import read_mat, read_npz
 
 __all__ = [
     "TRANSFORMS",
@@ -115,18 +119,21 @@ def read_table(path: str | Path, sep: str | None = None) -> dict[str, list]:
         raise DataNotFoundError(f"table file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".mat":
-        return _arrays_to_columns(_read_mat(path), path)
+        return _arrays_to_columns(read_mat(path), path)
     if suffix == ".npz":
-        return _arrays_to_columns(_read_npz(path), path)
+        return _arrays_to_columns(read_npz(path), path)
     return _read_csv(path, sep or ("\t" if suffix == ".tsv" else ","))
 
 
 def _read_csv(path: Path, sep: str) -> dict[str, list]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f, delimiter=sep))
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataFormatError(f"{path}: not UTF-8 text ({e})") from None
+    if "\x00" in text:
+        raise DataFormatError(f"{path}: holds NUL bytes, a binary file rather than CSV text")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=sep))
     except csv.Error as e:
         raise DataFormatError(f"{path}: malformed CSV ({e})") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]  # blank lines
@@ -145,36 +152,21 @@ def _read_csv(path: Path, sep: str) -> dict[str, list]:
     return {name: [r[j] for r in rows[1:]] for j, name in enumerate(header)}
 
 
-def _read_mat(path: Path) -> dict[str, np.ndarray]:
-    import scipy.io
-    from scipy.io.matlab import MatReadError
-
-    try:
-        mat = scipy.io.loadmat(path)
-    except (MatReadError, ValueError, OSError, NotImplementedError, TypeError) as e:
-        raise DataFormatError(f"{path}: not a readable MATLAB file ({e})") from None
-    return {k: v for k, v in mat.items() if not k.startswith("__")}
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise DataFormatError(f"{path}: not a readable .npz without pickle ({e})") from None
-
-
 def _arrays_to_columns(arrays: dict[str, np.ndarray], path: Path) -> dict[str, list]:
     x = arrays.get("X", arrays.get("x"))
     if x is None:
         raise DataFormatError(f"{path}: expected an array X (or x); found {sorted(arrays)}")
     x = np.asarray(x)
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-        raise DataFormatError(f"{path}: X must be a 2-D numeric array, got {x.dtype} {x.shape}")
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise DataFormatError(f"{path}: X must be a 2-D real array, got {x.dtype} {x.shape}")
+    if np.isinf(x).any():
+        raise DataFormatError(f"{path}: X holds {int(np.isinf(x).sum())} inf value(s)")
     cols = {f"x{j}": x[:, j].astype(np.float64).tolist() for j in range(x.shape[1])}
     y = arrays.get("y", arrays.get("Y"))
     if y is not None:
         y = np.asarray(y).ravel()
+        if y.dtype.kind not in "biufUS" or (y.dtype.kind == "f" and not np.isfinite(y).all()):
+            raise DataFormatError(f"{path}: y must hold finite real numbers or text, got {y.dtype}")
         if len(y) != len(x):
             raise DataFormatError(f"{path}: y has {len(y)} rows, X has {len(x)}")
         cols["y"] = y.tolist()
@@ -270,8 +262,15 @@ class TabularSchema:
         if n == 0:
             raise DataFormatError("the table has no rows")
         x = np.empty((n, len(self.columns)), dtype=np.float32)
-        for j, c in enumerate(self.columns):
-            x[:, j] = _encode_column(c, cols[c.name], unseen)
+        with np.errstate(over="ignore"):
+            for j, c in enumerate(self.columns):
+                x[:, j] = _encode_column(c, cols[c.name], unseen)
+        if np.isinf(x).any():  # finite float64 cells beyond float32's range
+            j = int(np.isinf(x).any(0).argmax())
+            raise DataFormatError(
+                f"column {self.columns[j].name!r} holds values too large for float32 "
+                f"(|v| > {np.finfo(np.float32).max:.3g}); rescale it"
+            )
         labels = None
         if self.label is not None and self.label in cols:
             codes, self.label_levels = _encode_labels(
@@ -334,6 +333,11 @@ def _guess_kind(name: str, present: list[tuple[int, Any]], max_categories: int) 
             _number(v)
         except (TypeError, ValueError):
             bad.append((i, v))
+            if _is_infinite(v):
+                raise DataFormatError(
+                    f"column {name!r}, row {i + 1}: {v!r} is not a finite number; empty the cell "
+                    "for a missing value"
+                ) from None
     if not bad:
         return "numeric"
     if len(bad) <= (1 - NUMERIC_MAJORITY) * len(present):
@@ -349,6 +353,14 @@ def _guess_kind(name: str, present: list[tuple[int, Any]], max_categories: int) 
             f"{max_categories}); drop it (drop={name}) or declare its type (types={name}:...)"
         )
     return "categorical"
+
+
+def _is_infinite(v: Any) -> bool:
+    """A cell that reads as ±inf (``inf``, ``-Infinity``, a float inf, ...)."""
+    try:
+        return math.isinf(float(v.strip() if isinstance(v, str) else v))
+    except (TypeError, ValueError):
+        return False
 
 
 def _checked_number(name: str, i: int, v: Any) -> float:
@@ -413,7 +425,7 @@ def _encode_labels(
 def split_rows(n: int, test: float = 0.2, seed: int = 0) -> np.ndarray:
     """Boolean test mask of ``n`` rows: a seeded random ``test`` fraction (at least one row)."""
     if not 0 < test < 1:
-        raise ValueError(f"test fraction must be in (0, 1), got {test}")
+        raise ConfigError(f"test fraction must be in (0, 1), got {test}")
     if n < 2:
         raise DataFormatError(f"a table needs at least 2 rows to split, got {n}")
     n_test = min(max(1, round(test * n)), n - 1)
@@ -472,7 +484,7 @@ def _option_map(text: str | None) -> dict[str, str]:
     for item in filter(None, (text or "").split(",")):
         key, sep, value = item.partition(":")
         if not sep:
-            raise ValueError(f"bad types entry {item!r}; expected NAME:KIND")
+            raise ConfigError(f"bad types entry {item!r}; expected NAME:KIND")
         out[key.strip()] = value.strip()
     return out
 
@@ -501,16 +513,26 @@ def load_table_dataset(
         raise DataNotFoundError(
             f"ODDS file missing: {file}. Put NAME.mat (with arrays X and y) in {file.parent}."
         )
+    if sep is not None:
+        spec_option("sep", sep, str, lambda v: len(v) == 1, "one character")
+    if transform not in TRANSFORMS:
+        raise ConfigError(f"dataset option transform={transform!r}: expected one of {TRANSFORMS}")
+    kinds = _option_map(types)
+    bad = {k: v for k, v in kinds.items() if v not in COLUMN_KINDS}
+    if bad:
+        raise ConfigError(f"dataset option types: unknown kind(s) {bad}; kinds: {COLUMN_KINDS}")
+    test_fraction = spec_option("test", test, float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
+    seed_ = spec_option("seed", seed, int, what="an integer")
     cols = read_table(file, sep)
     if label is None and "y" in cols and file.suffix.lower() in (".mat", ".npz"):
         label = "y"
     return table_dataset(
         cols,
-        types=_option_map(types),
+        types=kinds,
         label=label,
         drop=[d.strip() for d in (drop or "").split(",") if d.strip()],
-        test=float(test),
-        seed=int(seed),
+        test=test_fraction,
+        seed=seed_,
         name=f"{kind}:{path}",
         transform=transform,
     )

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..likelihoods.tokens import Tokenizer, split
-from .dataset import DataNotFoundError, Dataset
+from ..config import ConfigError
+from ..likelihoods.tokens import LEVELS, Tokenizer, split
+from .dataset import DataFormatError, DataNotFoundError, Dataset, spec_option
 
 __all__ = ["load_text"]
 
@@ -25,18 +26,37 @@ def load_text(
     """A ``Dataset`` of the non-empty lines of ``file``: every 10th line (index % 10 == 9) is the
     test set; the vocabulary comes from the training lines. Rows have ``max_len`` tokens (default:
     the longest line + 1); longer lines are dropped."""
+    if level not in LEVELS:
+        raise ConfigError(f"dataset option level={level!r}: expected one of {LEVELS}")
+    positive = lambda v: v >= 1  # noqa: E731
+    max_len = (
+        spec_option("max_len", max_len, int, lambda v: v >= 2, "an integer >= 2")
+        if max_len
+        else None
+    )
+    max_vocab = (
+        spec_option("max_vocab", max_vocab, int, positive, "a positive integer")
+        if max_vocab
+        else None
+    )
+    min_count = spec_option("min_count", min_count, int, positive, "a positive integer")
     file = Path(file).expanduser()
     if not file.is_file():
         raise DataNotFoundError(f"text file not found: {file}")
-    lines = [" ".join(line.split()) for line in file.read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{file}: not UTF-8 text ({e})") from None
+    if "\x00" in text:
+        raise DataFormatError(f"{file}: holds NUL bytes, a binary file rather than text")
+    lines = [line for line in (" ".join(line.split()) for line in text.splitlines()) if line]
     if len(lines) < 2:
-        raise ValueError(f"{file}: needs at least 2 non-empty lines (one sentence per line)")
+        raise DataFormatError(f"{file}: needs at least 2 non-empty lines (one sentence per line)")
     test = np.arange(len(lines)) % 10 == 9
     train_lines = [line for line, t in zip(lines, test, strict=True) if not t]
-    tok = Tokenizer.fit(train_lines, level, int(max_vocab) if max_vocab else None, int(min_count))
+    tok = Tokenizer.fit(train_lines, level, max_vocab, min_count)
     lengths = np.array([len(split(line, level)) for line in lines])
-    length = int(max_len) if max_len else int(lengths.max()) + 1
+    length = max_len or int(lengths.max()) + 1
     keep = lengths <= length - 1
     kept = [line for line, k in zip(lines, keep, strict=True) if k]
     x = tok.rows(kept, length)
