@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +20,18 @@ class DataNotFoundError(FileNotFoundError):
 
 class DataFormatError(ValueError):
     """A data file or array exists but its content is not what the loader expects."""
+
+
+def read_text(path: Path, what: str, encoding: str = "utf-8") -> str:
+    """The file at ``path`` as text; ``DataFormatError`` if it is not ``encoding`` or holds NUL
+    bytes (a binary file). ``what``: the kind of text the message names ("text", "CSV text")."""
+    try:
+        text = path.read_text(encoding=encoding)
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not UTF-8 text ({e})") from None
+    if "\x00" in text:
+        raise DataFormatError(f"{path}: holds NUL bytes, a binary file rather than {what}")
+    return text
 
 
 def spec_option(name: str, text, kind: Callable = int, ok: Callable | None = None, what: str = ""):

@@ -31,7 +31,7 @@ from ..config import ConfigError
 from ..likelihoods.tabular import KINDS as COLUMN_KINDS
 from ..likelihoods.tabular import Column
 from ..likelihoods.yeo_johnson import MIN_STD, fit_yeo_johnson, yeo_johnson
-from .dataset import DataFormatError, DataNotFoundError, Dataset, spec_option
+from .dataset import DataFormatError, DataNotFoundError, Dataset, read_text, spec_option
 from .images import read_mat, read_npz
 
 __all__ = [
@@ -126,12 +126,7 @@ def read_table(path: str | Path, sep: str | None = None) -> dict[str, list]:
 
 
 def _read_csv(path: Path, sep: str) -> dict[str, list]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{path}: not UTF-8 text ({e})") from None
-    if "\x00" in text:
-        raise DataFormatError(f"{path}: holds NUL bytes, a binary file rather than CSV text")
+    text = read_text(path, "CSV text", encoding="utf-8-sig")
     try:
         rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=sep))
     except csv.Error as e:

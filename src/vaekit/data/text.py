@@ -10,7 +10,7 @@ import torch
 
 from ..config import ConfigError
 from ..likelihoods.tokens import LEVELS, Tokenizer, split
-from .dataset import DataFormatError, DataNotFoundError, Dataset, spec_option
+from .dataset import DataFormatError, DataNotFoundError, Dataset, read_text, spec_option
 
 __all__ = ["load_text"]
 
@@ -43,12 +43,7 @@ def load_text(
     file = Path(file).expanduser()
     if not file.is_file():
         raise DataNotFoundError(f"text file not found: {file}")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{file}: not UTF-8 text ({e})") from None
-    if "\x00" in text:
-        raise DataFormatError(f"{file}: holds NUL bytes, a binary file rather than text")
+    text = read_text(file, "text")
     lines = [line for line in (" ".join(line.split()) for line in text.splitlines()) if line]
     if len(lines) < 2:
         raise DataFormatError(f"{file}: needs at least 2 non-empty lines (one sentence per line)")
