@@ -52,8 +52,16 @@ VARIANTS = {
     "infovae": {"objective.penalty": "mmd", "objective.mmd_lambda": 1000.0},
     # diagnostics beside Pythae (which clips no gradients): vaekit's default clip_norm=100 off
     "beta-tcvae-noclip": {"objective.penalty": "tc", "objective.beta": 6.0, "train.clip_norm": 0},
+    # ... and Pythae's network choices: PyTorch's default init, σ = exp(½ log σ²)
+    "beta-tcvae-pythae-net": {
+        "objective.penalty": "tc",
+        "objective.beta": 6.0,
+        "model.init": "torch",
+        "model.scale_head": "exp",
+    },
 }
-MAIN = [v for v in VARIANTS if not v.endswith("-noclip")]  # the table's variants
+DIAGNOSTICS = ("beta-tcvae-noclip", "beta-tcvae-pythae-net")
+MAIN = [v for v in VARIANTS if v not in DIAGNOSTICS]  # the table's variants
 METRICS = ("mig", "factor_vae", "dci_disentanglement", "dci_completeness", "sap", "recon")
 EVAL = {"n": 5000, "n_test": 2000, "votes": 500, "eval_votes": 250}
 

@@ -124,6 +124,22 @@ def test_onnx_graphs_match_pytorch(tmp_path, arch, likelihood):
     assert worst <= TOLERANCE
 
 
+def test_exp_scale_head_exports_its_scale(tmp_path):
+    """``model.scale_head: exp`` (σ = exp(½h)): the ONNX encoder's scale is the model's, and
+    export.json says which formula it is."""
+    run = _run(tmp_path, "mlp", "bernoulli", scale_head="exp", init="torch")
+    path = export_onnx(run, tmp_path / "onnx")
+    spec = json.loads(path.read_text())
+    assert "exp(raw / 2)" in spec["encoder"]["outputs"][1]["description"]
+    enc = ort.InferenceSession(str(path.parent / spec["encoder"]["file"]))
+    x = _data("bernoulli", 5, torch.Generator().manual_seed(0))
+    loc, scale = enc.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        q = vaekit.load(run).encode(x).base_dist
+    np.testing.assert_allclose(loc, q.loc.numpy(), atol=TOLERANCE)
+    np.testing.assert_allclose(scale, q.scale.numpy(), atol=TOLERANCE)
+
+
 def test_gaussian_constants_in_export_json(tmp_path):
     run = _run(tmp_path, "mlp", "gaussian", gaussian_scale="shared")
     spec = json.loads(export_onnx(run, tmp_path / "onnx").read_text())

@@ -10,10 +10,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
-from test_contract import NAMES, make
+from test_contract import IMAGE, NAMES, make
 
 import vaekit
+from builders import build
 from vaekit.checkpoint import latest_checkpoint
 from vaekit.cli import build_parser
 from vaekit.config import ObjectiveConfig, load_config
@@ -146,6 +148,50 @@ def test_every_model_of_the_contract_trains_with_each_penalty_or_says_why_not(na
         if name == "ae" and pname.startswith("prior_net"):
             continue  # the autoencoder's Gaussian fit is a moving average, not trained
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+# ------------------------------------------------- the network choices beside Pythae
+
+
+def test_torch_init_keeps_pytorch_defaults_he_init_zeroes_hidden_biases():
+    """``model.init``: he (default) — hidden layers He normal, zero bias; torch — PyTorch's
+    default U(±1/√fan_in) on every layer. The last layer is PyTorch's default in both."""
+    he, torch_init = build(**IMAGE), build(**IMAGE, init="torch")
+    for model, zero in ((he, True), (torch_init, False)):
+        layers = [m for m in model.encoder.net if isinstance(m, torch.nn.Linear)]
+        assert len(layers) == 2
+        first, last = layers
+        assert bool((first.bias == 0).all()) is zero
+        bound = 1 / math.sqrt(first.in_features)
+        assert bool((first.weight.abs() <= bound).all()) is not zero  # He: sd √(2/fan_in)
+        assert (last.bias != 0).any() and (last.weight.abs() <= 1 / math.sqrt(32)).all()
+
+
+def test_exp_scale_head_is_exp_half_log_variance():
+    """``model.scale_head``: softplus — σ = softplus(h) + 1e-4; exp — σ = exp(½h), h = log σ²."""
+    x = (torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    for head in ("softplus", "exp"):
+        model = build(**IMAGE, scale_head=head)
+        h = model.encoder(x)
+        loc, raw = h.chunk(2, -1)
+        q = model.encode(x)
+        want = torch.exp(0.5 * raw) if head == "exp" else F.softplus(raw) + 1e-4
+        torch.testing.assert_close(q.mean, loc)
+        torch.testing.assert_close(q.stddev, want)
+    iaf = build(**IMAGE, posterior="iaf", flow_steps=2, scale_head="exp")
+    h = iaf.encoder(x)
+    torch.testing.assert_close(iaf.encode(x).base.stddev, torch.exp(0.5 * h[:, 3:6]))
+
+
+def test_init_and_scale_head_errors_are_clear():
+    with pytest.raises(ValueError, match="model.init must be one of"):
+        build(**IMAGE, init="xavier")
+    with pytest.raises(ValueError, match="applies to arch mlp"):
+        build(**IMAGE, arch="conv", channels=[8, 16], init="torch")
+    with pytest.raises(ValueError, match="model.scale_head must be one of"):
+        build(**IMAGE, scale_head="sigmoid")
+    with pytest.raises(ValueError, match="for kinds vae and cvae"):
+        build(**IMAGE, kind="hvae", latent_dims=[4, 3, 2], scale_head="exp")
 
 
 # ---------------------------------------------------------------------------- FactorVAE

@@ -46,6 +46,9 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [512, 512])
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # conv only
     activation: str = "relu"
+    init: str = "he"  # mlp hidden layers: he (He normal, zero bias) | torch (PyTorch's default)
+    scale_head: str = "softplus"  # q(z|x)'s σ from the encoder's h: softplus (softplus(h) + 1e-4)
+    # | exp (exp(½h), h = log σ²: Kingma & Welling's, Pythae's); kinds vae / cvae
     likelihood: str = AUTO  # likelihoods.LIKELIHOODS
     gaussian_scale: str = "per_dim"  # per_dim | shared (gaussian only)
     # The model family (docs/models.md): models.MODELS, vae | cvae | hvae | seqvae | ae

@@ -27,6 +27,8 @@ from torch.distributions import (
 __all__ = [
     "DiscretizedLogistic",
     "diag_gaussian",
+    "posterior_scale",
+    "SCALE_HEADS",
     "standard_normal",
     "StandardNormal",
     "kl_per_dim",
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 MIN_SCALE = 1e-4
+SCALE_HEADS = ("softplus", "exp")  # encoder output → posterior scale (``posterior_scale``)
 
 
 class SupportError(ValueError):
@@ -47,6 +50,16 @@ class SupportError(ValueError):
 def diag_gaussian(loc: Tensor, scale: Tensor) -> Independent:
     """N(loc, diag(scale²)) with event shape ``loc.shape[-1:]``."""
     return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+def posterior_scale(raw: Tensor, head: str = "softplus") -> Tensor:
+    """The scale σ of q(z|x) from the encoder's raw output h: ``softplus``: σ = softplus(h) +
+    1e-4 (vaekit's default); ``exp``: σ = exp(½h), h = log σ² (Kingma & Welling; Pythae)."""
+    if head == "softplus":
+        return F.softplus(raw) + MIN_SCALE
+    if head == "exp":
+        return torch.exp(0.5 * raw)
+    raise ValueError(f"scale head must be one of {SCALE_HEADS}, got {head!r}")
 
 
 def standard_normal(latent_dim: int, *, device=None, dtype=torch.float32) -> Independent:

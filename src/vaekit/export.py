@@ -237,6 +237,8 @@ def _describe(model, cfg, outputs, shapes, out: Path, source: dict | None) -> di
         "description": what,
     }
     likelihood = _LIKELIHOOD_SPECS[cfg.likelihood](model)
+    head = getattr(model, "scale_head", "softplus")
+    scale_of_raw = "exp(raw / 2)" if head == "exp" else "softplus(raw) + 1e-4"
     return {
         "format": "vaekit-onnx",
         "format_version": FORMAT_VERSION,
@@ -256,7 +258,7 @@ def _describe(model, cfg, outputs, shapes, out: Path, source: dict | None) -> di
             "inputs": [tensor("x", event, likelihood.pop("encoder_input"))],
             "outputs": [
                 tensor("loc", [d], "mean of q(z|x)"),
-                tensor("scale", [d], "standard deviation of q(z|x) (softplus(raw) + 1e-4)"),
+                tensor("scale", [d], f"standard deviation of q(z|x) ({scale_of_raw})"),
             ],
             "distribution": {
                 "name": "normal",

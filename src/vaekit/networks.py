@@ -35,10 +35,12 @@ __all__ = [
     "SEQUENCE_ARCHS",
     "make_networks",
     "mlp",
+    "INITS",
     "ARCHS",
 ]
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "elu": nn.ELU}
+INITS = ("he", "torch")  # ``mlp``'s initializations of its hidden layers (``model.init``)
 
 
 def he_init(layer: nn.Linear, activation: str) -> nn.Linear:
@@ -55,8 +57,14 @@ def he_init(layer: nn.Linear, activation: str) -> nn.Linear:
     return layer
 
 
-def mlp(sizes: list[int], activation: str) -> nn.Sequential:
-    """Linear layers of the given widths with an activation after every layer but the last."""
+def mlp(sizes: list[int], activation: str, init: str = "he") -> nn.Sequential:
+    """Linear layers of the given widths with an activation after every layer but the last.
+
+    ``init`` of the hidden layers: ``he`` (``he_init``) or ``torch`` (PyTorch's default,
+    weights and biases U(±1/√fan_in)); the last layer always keeps PyTorch's default.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
@@ -64,18 +72,21 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
             # ReLU in place: the Linear's output is not needed by its backward, and ReLU's
             # backward reads ReLU's own output, so one (N, b) buffer is written instead of two.
             a_layer = act(inplace=True) if act is nn.ReLU else act()
-            layers += [he_init(nn.Linear(a, b), activation), a_layer]
+            layer = nn.Linear(a, b)
+            layers += [he_init(layer, activation) if init == "he" else layer, a_layer]
         else:
             layers.append(nn.Linear(a, b))
     return nn.Sequential(*layers)
 
 
 class MLPEncoder(nn.Module):
-    """Flatten → [Linear → act] × len(hidden) → Linear(out_features)."""
+    """Flatten → [Linear → act] × len(hidden) → Linear(out_features); ``init`` as ``mlp``'s."""
 
-    def __init__(self, event_shape, out_features: int, hidden=(512, 512), activation="relu"):
+    def __init__(
+        self, event_shape, out_features: int, hidden=(512, 512), activation="relu", init="he"
+    ):
         super().__init__()
-        self.net = mlp([math.prod(event_shape), *hidden, out_features], activation)
+        self.net = mlp([math.prod(event_shape), *hidden, out_features], activation, init)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1))
@@ -85,11 +96,18 @@ class MLPDecoder(nn.Module):
     """Linear → [act → Linear] … → reshape to ``(N, n_params, *event_shape)``."""
 
     def __init__(
-        self, event_shape, in_features: int, n_params: int, hidden=(512, 512), activation="relu"
+        self,
+        event_shape,
+        in_features: int,
+        n_params: int,
+        hidden=(512, 512),
+        activation="relu",
+        init="he",
     ):
         super().__init__()
         self.out_shape = (n_params, *event_shape)
-        self.net = mlp([in_features, *reversed(hidden), math.prod(self.out_shape)], activation)
+        sizes = [in_features, *reversed(hidden), math.prod(self.out_shape)]
+        self.net = mlp(sizes, activation, init)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(-1, *self.out_shape)

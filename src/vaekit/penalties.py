@@ -84,8 +84,10 @@ def mss_log_weights(batch_size: int, dataset_size: int, *, dtype=torch.float32, 
 
     With M = B − 1 and N = ``dataset_size``: W_ii = 1/N (z_i's own example), W_i,i+1 (cyclic)
     = (N − M)/(N M) (the stratum element), every other W_ij = 1/M. Each row sums to 1, so the
-    estimate of q(z_i) is unbiased. (Chen et al.'s reference code strides by B instead of B + 1
-    and fills columns 0 and 1 instead of the diagonal; this is the weighting of their paper.)
+    estimate of q(z_i) is unbiased. This is the weighting of Chen et al.'s Appendix C.1; their
+    reference code (and Pythae, which copies it) strides by B instead of B + 1, so it fills
+    columns 0 and 1 instead of the diagonal and gives z_i's own posterior 1/M, like the others
+    (rtqichen/beta-tcvae pull request #1): a biased q(z) whose gradient is nearly MWS's.
     """
     n, m = dataset_size, batch_size - 1
     if batch_size < 2 or n < batch_size:
@@ -110,8 +112,10 @@ def tc_decomposition(
     log q(z_i) and log q(z_id) are estimated from the batch's posteriors:
       ``"mws"`` (minibatch weighted sampling): log q(z_i) ≈ logsumexp_j log q(z_i|x_j) − log(N B).
           A lower bound by construction: each log-density is biased low, by log N when the
-          posteriors coincide and by log B when they do not overlap. Chen et al.'s default; with
-          overlapping posteriors the bias is constant, (D − 1) log N on ``tc``, log N on ``mi``.
+          posteriors coincide and by log B when they do not overlap. The reference code's
+          default; with overlapping posteriors the bias is constant, (D − 1) log N on ``tc``,
+          log N on ``mi``, but in general it depends on the posteriors, and so does its
+          gradient: a sample's own posterior weighs 1/(N B) like every other, not 1/N.
       ``"mss"`` (minibatch stratified sampling):
           log q(z_i) ≈ logsumexp_j (log W_ij + log q(z_i|x_j)) with ``mss_log_weights``; each
           q estimate is unbiased (a consistent ``tc``).

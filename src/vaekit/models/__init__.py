@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import AUTO, DataInfo, ModelConfig
+from ..distributions import SCALE_HEADS
 from ..likelihoods import LIKELIHOODS
-from ..networks import ARCHS, SEQUENCE_ARCHS
+from ..networks import ARCHS, INITS, SEQUENCE_ARCHS
 from ..registry import Registry
 from .autoencoder import Autoencoder, build_autoencoder
 from .deep import DeepVAE, build_deep
@@ -93,6 +94,14 @@ def build_model(cfg: ModelConfig, info: DataInfo) -> VAE:
             f"kind {cfg.kind} cannot use the {cfg.likelihood} likelihood: token rows need kind "
             "seqvae with likelihood tokens, and a seqvae needs them"
         )
+    if cfg.init not in INITS:
+        raise ValueError(f"model.init must be one of {INITS}, got {cfg.init!r}")
+    if cfg.init != "he" and cfg.arch != "mlp":
+        raise ValueError(f"model.init {cfg.init} applies to arch mlp, not {cfg.arch!r}")
+    if cfg.scale_head not in SCALE_HEADS:
+        raise ValueError(f"model.scale_head must be one of {SCALE_HEADS}, got {cfg.scale_head!r}")
+    if cfg.scale_head != "softplus" and cfg.kind not in ("vae", "cvae"):
+        raise ValueError(f"model.scale_head {cfg.scale_head} is for kinds vae and cvae")
     if cfg.arch not in ARCHS and cfg.arch not in SEQUENCE_ARCHS:
         ARCHS.get(cfg.arch)  # the error names the choices
     model = build(cfg, info)

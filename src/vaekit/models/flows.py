@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
 from ..config import DataInfo, ModelConfig
-from ..distributions import MIN_SCALE, diag_gaussian
+from ..distributions import diag_gaussian, posterior_scale
 from ..networks import make_networks
 from ..priors import make_prior
 from .vae import VAE, condition_size, likelihood_of, network_options
@@ -220,7 +220,7 @@ class FlowVAE(VAE):
             h = self.encoder(inputs)
         d = self.latent_dim
         loc, raw_scale, params = h[:, :d], h[:, d : 2 * d], h[:, 2 * d :]
-        base = diag_gaussian(loc, F.softplus(raw_scale) + MIN_SCALE)
+        base = diag_gaussian(loc, posterior_scale(raw_scale, self.scale_head))
         return FlowPosterior(base, self.flow, params)
 
 

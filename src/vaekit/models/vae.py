@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
 from ..config import DataInfo, ModelConfig
-from ..distributions import MIN_SCALE, diag_gaussian
+from ..distributions import diag_gaussian, posterior_scale
 from ..likelihoods import Likelihood, make_likelihood
 from ..networks import make_networks
 from ..priors import StandardNormalPrior, make_prior
@@ -60,6 +60,11 @@ class VAE(nn.Module):
 
     has_bound = True  # log p(x) has a lower bound (not so for a plain autoencoder)
     latent_groups: list[int] | None = None  # sizes of latent layers as they sit in z (hvae)
+
+    @property
+    def scale_head(self) -> str:
+        """How the encoder's raw output becomes q(z|x)'s scale (``model.scale_head``)."""
+        return getattr(self.config, "scale_head", "softplus") if self.config else "softplus"
 
     @property
     def top_dim(self) -> int:
@@ -125,7 +130,7 @@ class VAE(nn.Module):
         if h.dtype in (torch.float16, torch.bfloat16):  # autocast: the posterior in float32
             h = h.float()
         loc, raw_scale = h.chunk(2, dim=-1)
-        return diag_gaussian(loc, F.softplus(raw_scale) + MIN_SCALE)
+        return diag_gaussian(loc, posterior_scale(raw_scale, self.scale_head))
 
     # ---- generative ----------------------------------------------------------------------
     def prior(self) -> Distribution:
@@ -269,6 +274,7 @@ def network_options(cfg: ModelConfig) -> dict:
         "activation": cfg.activation,
         "blocks": cfg.blocks,
         "squeeze_excitation": cfg.squeeze_excitation,
+        "init": cfg.init,
     }
 
 
