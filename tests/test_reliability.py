@@ -587,3 +587,118 @@ def test_data_prep_draws_from_the_generator_it_is_given():
     lik = gauss.likelihood
     assert torch.equal(gauss(raw, g()), lik.prepare(raw, g()))
     assert torch.equal(gauss.fixed(raw, seed=4), lik.prepare(raw, g()))
+
+
+# ---- 7. survivors of the last mutation pass, pinned (docs/reliability.md) ------------------------
+
+
+def _chunked_iwae_by_hand(model, x, y, chunks: list[int]) -> torch.Tensor:
+    """log (1/K) Σ_k w_k with the K draws made ``chunks`` at a time, from the formula."""
+    qz_x = model.encode(x, y)
+    parts = []
+    for c in chunks:
+        z = qz_x.rsample((c,))
+        decoded = model.decode(z) if y is None else model.decode(z, y)
+        parts.append(decoded.log_prob(x) + model.prior().log_prob(z) - qz_x.log_prob(z))
+    return torch.logsumexp(torch.cat(parts), 0) - math.log(sum(chunks))
+
+
+def test_log_likelihood_defaults_to_1000_draws_on_an_inexact_posterior():
+    """With q ≠ p(z|x) the estimate depends on K and on the draws: the default is K = 1000 in
+    chunks of about 1024 decoder rows (256, 256, 256, 232 for 4 rows), close to the exact log p(x)
+    yet not equal to it; an explicit K and chunk are used as given."""
+    from test_estimators import perturbed_ppca
+
+    model, w, b, sigma = perturbed_ppca()
+    x = sample_x(4, w, b, sigma)
+    torch.manual_seed(0)
+    got = vaekit.log_likelihood(model, x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(got, _chunked_iwae_by_hand(model, x, None, [256, 256, 256, 232]))
+    exact = exact_log_px(x, w, b, sigma)
+    assert (got - exact).abs().max() < 0.1 and not torch.allclose(got, exact, atol=1e-3)
+    torch.manual_seed(0)
+    got = vaekit.log_likelihood(model, x, k=12, chunk=5)
+    torch.manual_seed(0)
+    torch.testing.assert_close(got, _chunked_iwae_by_hand(model, x, None, [5, 5, 2]))
+
+
+def test_log_likelihood_of_a_conditional_model_uses_the_labels():
+    torch.manual_seed(0)
+    model = build(**IMAGE, kind="cvae", n_classes=3).eval()
+    x, y = _binary(6), torch.arange(6) % 3
+    with torch.no_grad():
+        torch.manual_seed(1)
+        got = vaekit.log_likelihood(model, x, y, k=7, chunk=3)
+        torch.manual_seed(1)
+        torch.testing.assert_close(got, _chunked_iwae_by_hand(model, x, y, [3, 3, 1]))
+        torch.manual_seed(1)
+        assert not torch.allclose(vaekit.log_likelihood(model, x, (y + 1) % 3, k=7, chunk=3), got)
+
+
+def test_iwae_defaults_to_five_draws():
+    from test_estimators import perturbed_ppca
+
+    model, w, b, sigma = perturbed_ppca()
+    x = sample_x(4, w, b, sigma)
+    torch.manual_seed(0)
+    got = vaekit.iwae(model, x).bound
+    torch.manual_seed(0)
+    torch.testing.assert_close(got, _chunked_iwae_by_hand(model, x, None, [5]))
+
+
+def test_log_weights_of_a_conditional_model_use_the_labels():
+    from vaekit.objectives import log_weights
+
+    torch.manual_seed(0)
+    model = build(**IMAGE, kind="cvae", n_classes=3).eval()
+    x, y = _binary(5), torch.arange(5) % 3
+    with torch.no_grad():
+        qz_x = model.encode(x, y)
+        torch.manual_seed(2)
+        log_w, log_px_z = log_weights(model, x, qz_x, 4, y)
+        torch.manual_seed(2)
+        z = qz_x.rsample((4,))
+        expected = model.decode(z, y).log_prob(x)
+    torch.testing.assert_close(log_px_z, expected)
+    torch.testing.assert_close(log_w, expected + model.prior().log_prob(z) - qz_x.log_prob(z))
+
+
+def test_yeo_johnson_log_slope_closed_forms_at_zero_and_one():
+    """log YJ'(z): 0 at z = 0 for every λ (the slope there is 1); λ = 0 is log(1 + z) for z ≥ 0
+    (slope ½ at z = 1) and λ = 2 is −log(1 − z) for z < 0 (slope ½ at z = −1)."""
+    from vaekit.likelihoods.yeo_johnson import yeo_johnson_log_slope
+
+    z = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    for lam, expected in ((0.0, [LN2, 0.0, -LN2]), (1.0, [0.0, 0.0, 0.0]), (2.0, [-LN2, 0, LN2])):
+        got = yeo_johnson_log_slope(z, torch.tensor(lam, dtype=torch.float64))
+        torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_robust_power_fit_of_degenerate_cores():
+    """The degenerate-core rule, column by column: a core of 2 rows keeps the identity; a core of
+    exactly 3 rows is fitted (here λ hits the range's end, 0); a 5-row core whose robust z-scores
+    span exactly 1 (the scale is 1.4826 · 1: z = v / 1.4826) is fitted too (λ hits 2)."""
+    from vaekit.likelihoods.yeo_johnson import fit_yeo_johnson
+
+    # [0, 1, 1e4]: z = (−0.67, 0, 6744); even after the λ fit the far row is an outlier
+    assert fit_yeo_johnson(np.array([0.0, 1.0, 1e4])) == (1.0, 1.4826, 1.0)
+    assert fit_yeo_johnson(np.array([0.0, 1.0, 10.0])) == (1.0, 1.4826, 0.0)  # all 3 kept
+    core = [-1.0, -0.3, 0.0, 0.2, 0.4826]  # the largest deviation 1 is the MAD of all 9 rows
+    v = np.array([-1000.0, -900.0, *core, 900.0, 1000.0])
+    assert np.ptp(np.array(core) / 1.4826) == 1.0
+    assert fit_yeo_johnson(v) == (0.0, 1.4826, 2.0)
+
+
+def test_binarize_fast_is_the_exact_integer_comparison_at_every_draw():
+    """x = 1[s·255 < 65536·k] for the generator's 16-bit draws s: the level just above each draw's
+    threshold gives 1 everywhere, the level at it 0 (a constant off by 2⁻¹⁶ shifts thresholds)."""
+    n = 4096
+    words = torch.empty(n // 4, dtype=torch.int64)
+    words.random_(-(2**63), None, generator=torch.Generator().manual_seed(3))
+    s = words.view(torch.int16).long() + 32768  # the draws binarize_fast makes from seed 3
+    top = s * 255 // 65536 + 1  # the smallest k with s·255 < 65536·k
+    assert (top <= 255).all() and (top >= 1).all()
+    ones = binarize_fast(top.to(torch.uint8), torch.Generator().manual_seed(3))
+    zeros = binarize_fast((top - 1).to(torch.uint8), torch.Generator().manual_seed(3))
+    assert torch.equal(ones, torch.ones(n)) and torch.equal(zeros, torch.zeros(n))
