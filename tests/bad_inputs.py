@@ -207,6 +207,24 @@ def _cli_tmp(make_argv: Callable[[Path], list]) -> Callable[[], str]:
     return _in_tmp(lambda tmp: _cli(make_argv(tmp)))
 
 
+_BAD_SETS = (  # (class, a --set value `vaekit train` must refuse)
+    ("set.unknown_key", "train.nosuch=1"),
+    ("set.unknown_section", "nosuch.key=1"),
+    ("set.malformed", "train.lr=[1,"),
+    ("set.wrong_type", "train.batch_size=abc"),
+    ("set.float_for_int", "train.seed=1.5"),
+    ("set.zero", "train.threads=0"),
+    ("set.negative", "train.epochs=-1"),
+    ("set.nan", "train.lr=.nan"),
+    ("set.list", "model.hidden=abc"),
+)
+
+
+def _set_case(value: str) -> Callable[[], str]:
+    """A tiny ``vaekit train`` run given ``--set value``."""
+    return _cli_tmp(lambda t: ["train", *TINY, "--set", value, "--out", t / "r"])
+
+
 def _config_file(text: str) -> Callable[[], str]:
     def argv(tmp: Path) -> list:
         (tmp / "c.yaml").write_text(text)
@@ -437,52 +455,8 @@ def bad_input_cases() -> list[tuple[str, str, Callable[[], str]]]:
         ("cli.fraction", "anomaly fit --test 2", _cli(["anomaly", "fit", "digits", "--test", "2"])),
         ("cli.not_a_number", "--batch-size abc", _cli(["train", "--batch-size", "abc"])),
         # ---- --set and config files --------------------------------------------------------
-        (
-            "set.unknown_key",
-            "--set train.nosuch=1",
-            _cli_tmp(lambda t: ["train", *TINY, "--set", "train.nosuch=1", "--out", t / "r"]),
-        ),
-        (
-            "set.unknown_section",
-            "--set nosuch.key=1",
-            _cli_tmp(lambda t: ["train", *TINY, "--set", "nosuch.key=1", "--out", t / "r"]),
-        ),
         ("set.no_value", "--set train.lr", _cli(["train", "--set", "train.lr"])),
-        (
-            "set.malformed",
-            "--set train.lr=[1,",
-            _cli_tmp(lambda t: ["train", *TINY, "--set", "train.lr=[1,", "--out", t / "r"]),
-        ),
-        (
-            "set.wrong_type",
-            "--set train.batch_size=abc",
-            _cli_tmp(lambda t: ["train", *TINY, "--set", "train.batch_size=abc", "--out", t / "r"]),
-        ),
-        (
-            "set.float_for_int",
-            "--set train.seed=1.5",
-            _cli_tmp(lambda t: ["train", *TINY, "--set", "train.seed=1.5", "--out", t / "r"]),
-        ),
-        (
-            "set.zero",
-            "--set train.threads=0",
-            _cli_tmp(lambda t: ["train", *TINY, "--set", "train.threads=0", "--out", t / "r"]),
-        ),
-        (
-            "set.negative",
-            "--set train.epochs=-1",
-            _cli_tmp(lambda t: ["train", *TINY, "--set", "train.epochs=-1", "--out", t / "r"]),
-        ),
-        (
-            "set.nan",
-            "--set train.lr=.nan",
-            _cli_tmp(lambda t: ["train", *TINY, "--set", "train.lr=.nan", "--out", t / "r"]),
-        ),
-        (
-            "set.list",
-            "--set model.hidden=abc",
-            _cli_tmp(lambda t: ["train", *TINY, "--set", "model.hidden=abc", "--out", t / "r"]),
-        ),
+        *((name, f"--set {value}", _set_case(value)) for name, value in _BAD_SETS),
         ("config.syntax", "a YAML syntax error", _config_file("model: [1, 2\n")),
         ("config.list", "a YAML list, not a mapping", _config_file("- 1\n- 2\n")),
         ("config.section", "an unknown config section", _config_file("nosuch:\n  a: 1\n")),
