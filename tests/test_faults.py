@@ -144,16 +144,17 @@ def test_too_many_consecutive_non_finite_steps_stop_with_one_clear_line(tmp_path
     assert "5 consecutive steps had a non-finite reconstruction" in err and "step 8" in err
 
 
-@pytest.mark.parametrize("kind", ["vqvae", "ae"])
+@pytest.mark.parametrize("kind", ["vqvae", "ae", "score"])
 def test_a_nan_batch_leaves_running_statistics_alone(tmp_path, kind):
     """A VQ-VAE's EMA codebook and an autoencoder's Gaussian fit move in the forward pass: two
-    NaN batches used to poison them (the run then died of NaN, or of a failed Cholesky)."""
+    NaN batches used to poison them (the run then died of NaN, or of a failed Cholesky). The
+    score-function estimator's learned baseline also moves; its draw used to raise instead."""
     argv = [*TRAIN, "--epochs", "1", "--out", str(tmp_path / kind)]
-    argv += (
-        ["--model", "vqvae", "--channels", "16,16"]
-        if kind == "vqvae"
-        else ["--set", "model.kind=ae"]
-    )
+    argv += {
+        "vqvae": ["--model", "vqvae", "--channels", "16,16"],
+        "ae": ["--set", "model.kind=ae"],
+        "score": ["--set", "objective.estimator=score"],
+    }[kind]
     with nan_batches({4, 5}):  # call 1 is the setup's check: steps 3 and 4
         code, err = run_cli(argv)
     assert code == 0, err

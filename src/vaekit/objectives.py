@@ -135,8 +135,9 @@ def elbo(
         model.check(x)
     qz_x = model.encode(x, y, check=False) if qz_x is None else qz_x
     pz = model.prior()
-    draw = qz_x.sample if estimator == "score" else qz_x.rsample  # score: no gradient through z
-    z = draw((n_samples,))  # (S, B, D)
+    z = qz_x.rsample((n_samples,))  # (S, B, D)
+    if estimator == "score":  # no gradient through z (a detached draw: NaN parameters, as in a
+        z = z.detach()  # non-finite batch, give NaN draws and a skipped step, not an error)
     log_px_z_s = model.decode(z, y).log_prob(x)  # (S, B)
     log_px_z = log_px_z_s.mean(0)  # (B,)
     # A Monte-Carlo KL (no analytic form) needs reparameterized draws: its own for score.
