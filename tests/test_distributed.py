@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from small_runs import split
+from vaekit.checkpoint import latest_checkpoint
 from vaekit.evaluation import evaluate
 
 ARGV = ["train", "--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--no-images"]
@@ -69,6 +70,31 @@ def test_two_processes_follow_one(single, tmp_path, kind):
         evaluate(model, x[a:b], k=0, batch_size=1000, seed=0)["elbo"] * (b - a) for a, b in halves
     ]
     assert rows[-1]["test_elbo"] == pytest.approx(sum(parts) / len(x), abs=1e-4)
+
+
+def _objective_state(run):
+    """The objective's tensors (FactorVAE's discriminator) in the run's last checkpoint."""
+    tensors = load_file(str(latest_checkpoint(run) / "state" / "tensors.safetensors"))
+    return {k: v for k, v in tensors.items() if k.startswith("objective.")}
+
+
+def test_factor_vae_on_two_processes_follows_one(tmp_path):
+    """The discriminator has its own Adam: each process gathers the step's codes of all the
+    micro-batches and takes the same discriminator step, so two processes still follow one."""
+    argv = [*ARGV, "--epochs", "1", "--set", "objective.penalty=factor"]
+    argv += ["--set", "objective.factor_hidden=[16,16]", "--set", "objective.factor_gamma=5"]
+    ref, out = tmp_path / "single", tmp_path / "ddp"
+    for run, extra in ((ref, []), (out, ["--nproc", "2"])):
+        done = _vaekit(*argv, *extra, "--out", str(run))
+        assert done.returncode == 0, done.stderr[-3000:]
+    _close(ref, out)
+    d_ref, d_out = _objective_state(ref), _objective_state(out)
+    assert any("discriminator" in k for k in d_ref) and d_ref.keys() == d_out.keys()
+    for k in d_ref:
+        torch.testing.assert_close(d_ref[k], d_out[k], atol=2e-5, rtol=1e-4, msg=k)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ref_rows = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_disc_loss"] == pytest.approx(ref_rows[-1]["train_disc_loss"], abs=1e-4)
 
 
 def test_a_run_on_two_processes_resumes_on_one(single, tmp_path):

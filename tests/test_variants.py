@@ -237,7 +237,7 @@ def test_discriminator_learns_to_tell_correlated_codes_from_permuted_ones():
 
     losses = []
     for _ in range(150):
-        obj._codes = codes()
+        obj._codes = [codes()]  # one micro-batch
         losses.append(obj.after_step(Fake(), lambda: (None, None), opt)["disc_loss"])
     assert sum(losses[:10]) / 10 > 0.6 and sum(losses[-10:]) / 10 < 0.45
 

@@ -13,6 +13,8 @@ state, so N processes follow the trajectory of one process with the same global 
 - gradients are averaged with one all-reduce of a flattened buffer; the loss and the gradient
   norm are then the same on every rank, so decisions to skip a step (non-finite, gradient spike)
   are collective by construction;
+- an objective with its own optimizer (FactorVAE's discriminator) gathers the step's codes of
+  every rank and takes the same step on every rank, on the whole global batch;
 - rank 0 alone logs and writes checkpoints; evaluation is sharded without padded duplicates and
   its sums are all-reduced.
 """
@@ -27,7 +29,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "init_world", "average_gradients", "all_sum", "launch", "micro_seed"]
+__all__ = [
+    "World",
+    "init_world",
+    "average_gradients",
+    "all_sum",
+    "all_gather_rows",
+    "launch",
+    "micro_seed",
+]
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,16 @@ def all_sum(values: torch.Tensor, world: World) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
+
+
+def all_gather_rows(values: torch.Tensor, world: World) -> torch.Tensor:
+    """Every process's ``values`` (the same shape on each) concatenated along dim 0 in rank
+    order: (world.size · n, ...) from (n, ...); itself for one process."""
+    if world.size <= 1:
+        return values
+    parts = [torch.empty_like(values) for _ in range(world.size)]
+    dist.all_gather(parts, values.contiguous())
+    return torch.cat(parts)
 
 
 def _free_port() -> int:

@@ -336,7 +336,8 @@ class Objective(nn.Module):
             if latent_dim is None:
                 raise ValueError("penalty factor needs objective_from_config(cfg, model)")
             self.discriminator = Discriminator(latent_dim, tuple(cfg.factor_hidden))
-        self._codes: Tensor | None = None  # factor: the last step's detached z (B, D)
+        self._codes: list[Tensor] = []  # factor: this step's detached z, (b, D) per micro-batch
+        self._codes_step: int | None = None
 
     def kl_weight(self, step: int | None) -> float:
         return kl_weight(step, self.cfg)
@@ -378,9 +379,11 @@ class Objective(nn.Module):
         )
         if c.kl_balance:
             res = kl_balanced(res, model, beta)
-        return res if plain else self._penalized(model, res, qz_x, beta)
+        return res if plain else self._penalized(model, res, qz_x, beta, step)
 
-    def _penalized(self, model, res: ObjectiveResult, qz_x, beta: float) -> ObjectiveResult:
+    def _penalized(
+        self, model, res: ObjectiveResult, qz_x, beta: float, step: int | None = None
+    ) -> ObjectiveResult:
         """``res`` with the penalty's term (averaged over the S draws) added to its loss."""
         loc = scale = None
         if self.penalty.gaussian:
@@ -395,32 +398,40 @@ class Objective(nn.Module):
             terms.append(term)
             for k, v in logged_s.items():
                 logged[k] = logged.get(k, 0.0) + v.detach() / len(res.z)
-        if self.discriminator is not None:
-            self._codes = res.z[0].detach()
+        if self.discriminator is not None and torch.is_grad_enabled():  # a training step's z
+            if step != self._codes_step:  # a new step (a skipped step leaves its codes behind)
+                self._codes, self._codes_step = [], step
+            self._codes.append(res.z[0].detach())
         loss = res.loss + torch.stack(terms).mean()
         return dataclasses.replace(res, loss=loss, terms={**res.terms, **logged})
 
-    def after_step(self, model, second_batch, optimizer=None) -> dict[str, float]:
+    def after_step(self, model, second_batch, optimizer=None, gather=None) -> dict[str, float]:
         """After the model's optimizer step: FactorVAE's discriminator step (else nothing).
 
-        ``second_batch()`` → ``(x, y)``, another training batch (called only when needed);
-        ``optimizer``: ``make_aux_optimizer()``'s. D learns to tell the step's codes z ~ q(z)
-        (label 0) from ``permute_dims`` of the second batch's codes (label 1, ~ Π_d q(z_d)).
-        Returns the logged ``disc_loss`` (nats)."""
-        if self.discriminator is None or self._codes is None:
+        ``second_batch()`` → ``(x, y)``, another training batch, the whole global batch
+        (called only when needed); ``optimizer``: ``make_aux_optimizer()``'s. D learns to tell
+        the step's codes z ~ q(z) (label 0, every micro-batch's) from ``permute_dims`` of the
+        second batch's codes (label 1, ~ Π_d q(z_d)). ``gather`` (data-parallel training)
+        concatenates a tensor over the processes in rank order: every process then takes the
+        same step on the same global batch, so the discriminators stay equal without an
+        all-reduce. Returns the logged ``disc_loss`` (nats)."""
+        if self.discriminator is None or not self._codes:
             return {}
         if optimizer is None:
             raise ValueError("the FactorVAE discriminator needs its optimizer (make_aux_optimizer)")
+        codes = torch.cat(self._codes)  # (B, D): this process's micro-batches, in order
+        self._codes, self._codes_step = [], None
+        if gather is not None:
+            codes = gather(codes)
         x2, y2 = second_batch()
         with torch.no_grad():
             z2 = model.encode(x2, y2, check=False).rsample()  # (B, D)
         d = self.discriminator
         for p in d.parameters():  # drop what the model's loss left there
             p.grad = None
-        loss = discriminator_loss(d(self._codes), d(permute_dims(z2)))
+        loss = discriminator_loss(d(codes), d(permute_dims(z2)))
         loss.backward()
         optimizer.step()
-        self._codes = None
         return {"disc_loss": float(loss.detach())}
 
 

@@ -177,11 +177,6 @@ def setup(
             f"{cfg.model.prior} prior has none (its per-dim KLs are marginal, see "
             "distributions.kl_terms): set objective.free_bits_per=group or model.prior=normal"
         )
-    if oc.penalty == "factor" and world.size > 1:
-        raise ConfigError(
-            "penalty factor trains its discriminator in one process: data-parallel training "
-            "(--nproc > 1) does not support it yet"
-        )
     model = build_model(cfg.model, cfg.data_info)
     prep = DataPrep(model.likelihood, cfg.data.binarize, cfg.data.augment)
     cfg.data.binarize, cfg.data.augment = prep.binarize, prep.augment
@@ -210,11 +205,6 @@ def setup(
         world=world,
         aux_optimizer=objective.make_aux_optimizer(),
     )  # fmt: skip
-    if world.size > 1 and run.aux_optimizer is not None:
-        raise ValueError(
-            "an objective with its own optimizer (FactorVAE's discriminator) trains in one "
-            "process for now: use --set train.micro_batches=N in a single process instead"
-        )
     total = run.n_batches * tc.epochs
     if (total < FEW_STEPS or run.n_batches < 5) and world.main:
         log(

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from .checkpoint import acquire_run_lock, run_write_error, save_checkpoint
 from .config import Config
 from .data import Dataset
 from .devices import autocast
-from .distributed import all_sum, average_gradients, micro_seed
+from .distributed import all_gather_rows, all_sum, average_gradients, micro_seed
 from .evaluation import evaluate
 from .objectives import ObjectiveResult
 from .report import write_report
@@ -144,6 +145,7 @@ def _epochs(run: Run, log, writer, stop: _StopFlag) -> Path:
     total_steps = run.n_batches * tc.epochs
     epoch, step, batch_in_epoch, perm = run.epoch, run.step, run.batch_in_epoch, run.perm
     device, scaler, world = run.device, run.scaler, run.world
+    gather = None if world.size == 1 else partial(all_gather_rows, world=world)
 
     t_start = time.monotonic()
     step_seconds = 0.0
@@ -225,7 +227,8 @@ def _epochs(run: Run, log, writer, stop: _StopFlag) -> Path:
                     _average_buffers([model, objective], world)
                 m = dict(metrics or res.metrics(loss_value))
                 # the objective's own step (FactorVAE's discriminator) on the next batch
-                m.update(objective.after_step(model, _batch(run, perm, b + 1), run.aux_optimizer))
+                m.update(objective.after_step(model, _batch(run, perm, b + 1), run.aux_optimizer,
+                                              gather=gather))  # fmt: skip
                 for key, value in m.items():
                     sums[key] = sums.get(key, 0.0) + value
                 counted += 1
