@@ -702,3 +702,192 @@ def test_binarize_fast_is_the_exact_integer_comparison_at_every_draw():
     ones = binarize_fast(top.to(torch.uint8), torch.Generator().manual_seed(3))
     zeros = binarize_fast((top - 1).to(torch.uint8), torch.Generator().manual_seed(3))
     assert torch.equal(ones, torch.ones(n)) and torch.equal(zeros, torch.zeros(n))
+
+
+# ---- 8. survivors of the full mutation run (pass 3), pinned (docs/reliability.md) -------------
+
+
+def test_score_term_is_zero_valued_with_advantage_times_score_as_gradient():
+    from vaekit.estimators import score_term
+
+    theta = torch.tensor([0.3, -0.2], requires_grad=True)
+    log_qz = (theta * torch.tensor([1.0, 2.0])).unsqueeze(0)  # (S=1, B=2), ∂/∂θ_b = (1, 2)
+    signal = torch.tensor([[5.0, -1.0]])
+    term = score_term(signal, log_qz)  # the default baseline is 0
+    assert torch.equal(term, torch.zeros(1, 2))
+    term.sum().backward()
+    assert torch.equal(theta.grad, torch.tensor([5.0, -2.0]))  # f · ∂log q
+    theta.grad = None
+    log_qz = (theta * torch.tensor([1.0, 2.0])).unsqueeze(0)
+    score_term(signal, log_qz, torch.tensor([1.0, 2.0])).sum().backward()
+    assert torch.equal(theta.grad, torch.tensor([4.0, -6.0]))  # (f − b) · ∂log q
+
+
+def test_baseline_is_a_bias_corrected_running_mean_plus_a_least_squares_network():
+    from vaekit.estimators import Baseline
+
+    learned = Baseline(3)
+    assert learned.net[0].out_features == 100 and learned.decay == 0.9  # the documented defaults
+    torch.manual_seed(0)
+    torch.nn.init.normal_(learned.net[2].weight)
+    torch.nn.init.constant_(learned.net[2].bias, 0.5)
+    x = torch.randn(4, 3, dtype=torch.float64)  # float64 input: read in the baseline's float32
+    b = learned(x)
+    expected = learned.net(x.float()).squeeze(-1)  # running mean 0 + net(x)
+    assert b.shape == (4,) and torch.equal(b, expected)
+    signal = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert torch.equal(learned.loss(signal, b), (signal - b).pow(2).mean())
+    plain = Baseline()
+    assert plain.net is None and float(plain.loss(signal, plain(x))) == 0.0
+    values = [2.0, 4.0, *map(float, range(10))]  # 12 updates: rate max(0.1, 1/n)
+    mean = 0.0
+    for n, v in enumerate(values, start=1):
+        plain.update(torch.tensor([v]))
+        mean += max(0.1, 1.0 / n) * (v - mean)
+    assert float(plain.mean) == pytest.approx(mean, abs=1e-6) and mean != pytest.approx(4.5)
+    plain.eval()
+    plain.update(torch.tensor([100.0]))  # evaluation does not move it
+    assert float(plain.mean) == pytest.approx(mean, abs=1e-6)
+
+
+def _cvae():
+    torch.manual_seed(0)
+    return build(**IMAGE, kind="cvae", n_classes=3), _binary(6), torch.arange(6) % 3
+
+
+def test_the_configured_iwae_objective_is_iwae_with_its_k_estimator_and_labels():
+    from vaekit.config import ObjectiveConfig
+    from vaekit.objectives import iwae
+
+    model, x, y = _cvae()
+    objective = objective_from_config(ObjectiveConfig(name="iwae", n_samples=3, estimator="dreg"))
+
+    def gradient(f):
+        torch.manual_seed(5)
+        model.zero_grad()
+        res = f()
+        res.loss.backward()
+        return res.loss.detach(), [p.grad.clone() for p in model.encoder.parameters()]
+
+    got = gradient(lambda: objective(model, x, y))
+    want = gradient(lambda: iwae(model, x, y, k=3, estimator="dreg"))
+    plain = gradient(lambda: iwae(model, x, y, k=3))  # the pathwise gradient differs
+    assert torch.equal(got[0], want[0])
+    assert all(torch.equal(a, b) for a, b in zip(got[1], want[1], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(got[1], plain[1], strict=True))
+    other = gradient(lambda: objective(model, x, (y + 1) % 3))
+    assert not torch.equal(other[0], got[0])  # the labels reach the bound
+
+
+def test_objective_parameters_baseline_with_the_model_discriminator_at_factor_lr():
+    from vaekit.config import ObjectiveConfig
+
+    model = build(**IMAGE)
+    score = objective_from_config(ObjectiveConfig(estimator="score"), model)
+    assert [id(p) for p in score.main_parameters()] == [id(p) for p in score.baseline.parameters()]
+    factor = objective_from_config(ObjectiveConfig(penalty="factor", factor_lr=3e-4), model)
+    assert factor.make_aux_optimizer().param_groups[0]["lr"] == 3e-4
+
+
+def test_the_discriminator_step_takes_every_micro_batch_and_gathers_them():
+    from vaekit.config import ObjectiveConfig
+
+    torch.manual_seed(0)
+    model = build(**IMAGE)
+    objective = objective_from_config(ObjectiveConfig(penalty="factor", factor_hidden=[8]), model)
+    opt = objective.make_aux_optimizer()
+    x = _binary(12)
+    seen = []
+
+    def gather(codes):
+        seen.append(codes.shape)
+        return torch.cat([codes, codes])  # as if a second process held the same rows
+
+    objective(model, x[:3], step=1)  # a skipped step: no discriminator step follows
+    objective(model, x[:4], step=2)  # step 2: two micro-batches
+    objective(model, x[4:9], step=2)
+    logged = objective.after_step(model, lambda: (x, None), opt, gather=gather)
+    assert seen == [(9, 3)] and math.isfinite(logged["disc_loss"])
+    with torch.no_grad():
+        objective(model, x, step=3)  # evaluation leaves no codes behind
+    assert objective.after_step(model, lambda: (x, None), opt) == {}
+
+
+def test_penalty_logs_are_means_over_the_draws():
+    from vaekit.config import ObjectiveConfig
+    from vaekit.penalties import PenaltyBatch
+
+    torch.manual_seed(0)
+    model = build(**IMAGE)
+    cfg = ObjectiveConfig(penalty="tc", n_samples=2)
+    objective = objective_from_config(cfg, model, dataset_size=100)
+    x = _binary(8)
+    torch.manual_seed(3)
+    res = objective(model, x)
+    qz_x = model.encode(x)
+    loc, scale = qz_x.base_dist.loc, qz_x.base_dist.scale
+    torch.manual_seed(3)
+    draws = elbo(model, x, n_samples=2, qz_x=qz_x).z  # (S, B, D): the same two draws
+    logged = {}
+    for z in draws:
+        _, terms = objective.penalty.term(PenaltyBatch(z, loc, scale, None, 100, None), cfg, 1.0)
+        for key, v in terms.items():
+            logged[key] = logged.get(key, 0.0) + float(v) / 2
+    assert set(logged) <= set(res.terms) and logged
+    for key, v in logged.items():
+        assert float(res.terms[key]) == pytest.approx(v, abs=1e-5), key
+
+
+def test_gaussian_parameters_refuse_other_or_unflattened_posteriors():
+    from torch.distributions import Independent, Laplace, Normal
+
+    from vaekit.objectives import gaussian_parameters
+
+    loc, scale = torch.zeros(2, 3), torch.ones(2, 3)
+    assert gaussian_parameters(Independent(Normal(loc, scale), 1))[0] is loc
+    for q in (Independent(Laplace(loc, scale), 1), Independent(Normal(loc[None], scale[None]), 1)):
+        with pytest.raises(ValueError, match="this penalty needs a diagonal-Gaussian"):
+            gaussian_parameters(q)
+
+
+def test_kl_balancing_of_one_group_is_the_beta_elbo_loss():
+    from vaekit.objectives import kl_balanced
+
+    torch.manual_seed(0)
+    model = build(**IMAGE)
+    x = _binary(8)
+    res = elbo(model, x, beta=0.3)
+    balanced = kl_balanced(res, model, 0.3)  # one group: γ = 1
+    torch.testing.assert_close(balanced.loss, -(res.log_px_z - 0.3 * res.kl).mean())
+
+
+def test_data_prep_auto_augments_nothing_and_flips_with_its_generator():
+    from vaekit.data.prep import flip
+
+    lik = make_likelihood("bernoulli", (1, 4, 4))
+    assert DataPrep(lik, "dynamic", "auto").augment == "none"
+    raw = torch.randint(0, 256, (16, 1, 4, 4), dtype=torch.uint8)
+    prep = DataPrep(lik, "none", "flip")
+    torch.manual_seed(1)
+    a = prep(raw, torch.Generator().manual_seed(7))
+    torch.manual_seed(2)  # the global generator plays no part
+    b = prep(raw, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    assert torch.equal(a, flip(raw, torch.Generator().manual_seed(7)).float())
+
+
+def test_evaluate_passes_labels_k_and_chunks_through():
+    model, x, y = _cvae()
+    model.eval()
+    got = evaluate(model, x, k=7, chunk=3, labels=y, seed=4, batch_size=6, per_example=True)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(4)
+        elbo(model, x, y)  # evaluate's ELBO draw comes first
+        by_hand = _chunked_iwae_by_hand(model, x, y, [3, 3, 1]).double()
+    torch.testing.assert_close(got["per_example"]["log_px"], by_hand)
+    other = evaluate(model, x, k=7, chunk=3, labels=(y + 1) % 3, seed=4)
+    assert other["elbo"] != got["elbo"]
+    ppca, w, b, sigma = make_ppca()
+    x_ppca = sample_x(20, w, b, sigma)
+    one = evaluate(ppca, x_ppca, k=1)  # K = 1 still gives the IWAE estimate: exact here
+    assert one["nll"] == pytest.approx(float(-exact_log_px(x_ppca, w, b, sigma).mean()), abs=1e-6)
