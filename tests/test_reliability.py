@@ -891,3 +891,110 @@ def test_evaluate_passes_labels_k_and_chunks_through():
     x_ppca = sample_x(20, w, b, sigma)
     one = evaluate(ppca, x_ppca, k=1)  # K = 1 still gives the IWAE estimate: exact here
     assert one["nll"] == pytest.approx(float(-exact_log_px(x_ppca, w, b, sigma).mean()), abs=1e-6)
+
+
+def _objective_config(**kw):
+    from vaekit.config import ObjectiveConfig
+
+    return ObjectiveConfig(**kw)
+
+
+ACCEPTED = [
+    dict(warmup="linear", warmup_steps=1),
+    dict(warmup="cyclical", warmup_steps=10, warmup_ratio=1.0),
+    dict(free_bits_per="group", free_bits=0.5),
+    dict(beta=0.0),
+    dict(beta=0.5, free_bits=0.0),
+    dict(kl_balance=True),
+    dict(penalty="factor", factor_lr=1e-9, factor_hidden=[1]),
+    dict(penalty="tc", factor_lr=0.0, factor_hidden=[0]),  # factor's settings, unused
+    dict(penalty="dip-i", dip_lambda_d=0.0),
+    dict(name="iwae", n_samples=2),
+]
+REFUSED = [
+    dict(warmup="cyclical", warmup_steps=10, warmup_ratio=0.0),
+    dict(beta=-0.5),
+    dict(free_bits=-0.5),
+    dict(kl_balance=True, free_bits=0.5),
+    dict(kl_balance=True, estimator="stl"),
+    dict(penalty="factor", factor_lr=0.0),
+    dict(penalty="factor", factor_hidden=[8, 0]),
+    dict(name="iwae", beta=2.0),
+    dict(name="iwae", warmup="linear", warmup_steps=10),
+    dict(name="iwae", free_bits=0.5),
+    dict(penalty="dip-ii", dip_lambda_d=-1.0),
+]
+
+
+@pytest.mark.parametrize("kw", ACCEPTED, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_objective_settings_on_the_edge_of_valid_are_accepted(kw):
+    model = build(**IMAGE)
+    objective_from_config(_objective_config(**kw), model, dataset_size=10)
+
+
+@pytest.mark.parametrize("kw", REFUSED, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_objective_settings_just_outside_valid_are_refused(kw):
+    model = build(**IMAGE)
+    with pytest.raises(ValueError):
+        objective_from_config(_objective_config(**kw), model, dataset_size=10)
+
+
+def test_gaussian_head_starts_at_scale_one_tenth_per_dimension_or_shared():
+    from vaekit.likelihoods.images import GaussianLikelihood
+
+    per_dim, shared = GaussianLikelihood((1, 2, 3)), GaussianLikelihood((1, 2, 3), scale="shared")
+    assert per_dim.log_scale.shape == (1, 2, 3) and shared.log_scale.shape == ()
+    loc = torch.zeros(4, 1, 2, 3)
+    for head in (per_dim, shared):
+        torch.testing.assert_close(head.dist(loc).base_dist.scale, torch.full_like(loc, 0.1))
+
+
+def test_a_posteriors_own_training_terms_are_added_to_the_loss_and_logged():
+    torch.manual_seed(0)
+    model = build(event_shape=[1, 8, 8], kind="vqvae", channels=[8, 8], latent_dim=4).eval()
+    x = _binary(5)
+    qz_x = model.encode(x)
+    res = elbo(model, x, qz_x=qz_x)
+    own = qz_x.training_loss()
+    assert float(own) > 1.0  # commitment + code-prior NLL: far from 0, so its sign shows
+    torch.testing.assert_close(res.loss, -(res.log_px_z - res.kl).mean() + own)
+    assert {k: float(v) for k, v in res.terms.items()} == {
+        k: float(v) for k, v in qz_x.training_terms().items()
+    }
+
+
+def test_score_estimator_gradients_are_the_formulas_with_and_without_a_baseline():
+    from torch.distributions import kl_divergence
+
+    from vaekit.estimators import Baseline
+
+    torch.manual_seed(0)
+    model = build(**IMAGE)
+    x = _binary(6)
+    baseline = Baseline(64)
+    torch.nn.init.normal_(baseline.net[2].weight, std=0.5)
+    enc = list(model.encoder.parameters())
+
+    def grads(loss, params):
+        return torch.autograd.grad(loss, params, allow_unused=True)
+
+    for b in (None, baseline):
+        torch.manual_seed(4)
+        res = elbo(model, x, n_samples=3, estimator="score", baseline=b)
+        params = enc + ([] if b is None else list(b.net.parameters()))
+        got = grads(res.loss, params)
+        torch.manual_seed(4)
+        qz_x = model.encode(x)
+        z = qz_x.rsample((3,)).detach()  # (S, B, D)
+        f = model.decode(z).log_prob(x)  # (S, B)
+        kl = kl_divergence(qz_x, model.prior())  # (B,)
+        if b is not None:
+            b.mean.zero_()  # the running mean before the step's update (it started at 0)
+        b_x = 0.0 if b is None else b(model.likelihood.encoder_input(x).flatten(1))
+        advantage = (f - b_x).detach()
+        want_loss = -f.mean(0).mean() + kl.mean() - (advantage * qz_x.log_prob(z)).mean()
+        if b is not None:
+            want_loss = want_loss + (f.detach() - b_x).pow(2).mean()
+        want = grads(want_loss, params)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
