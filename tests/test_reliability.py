@@ -1050,3 +1050,16 @@ def test_the_configured_elbo_objective_passes_labels_groups_balancing_and_baseli
     res.loss.backward()
     grads = [p.grad for p in score.main_parameters()]  # the baseline learns with the model
     assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_detached_posteriors_only_of_diagonal_gaussians_and_dataset_size_without_a_model():
+    from torch.distributions import Independent, Laplace
+
+    from vaekit.config import ObjectiveConfig
+    from vaekit.estimators import detached_posterior
+
+    loc = torch.zeros(2, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="diagonal Gaussian posterior"):
+        detached_posterior(Independent(Laplace(loc, torch.ones(2, 3)), 1))
+    tc = objective_from_config(ObjectiveConfig(penalty="tc"), dataset_size=100)
+    assert tc.dataset_size == 100
