@@ -1063,3 +1063,31 @@ def test_detached_posteriors_only_of_diagonal_gaussians_and_dataset_size_without
         detached_posterior(Independent(Laplace(loc, torch.ones(2, 3)), 1))
     tc = objective_from_config(ObjectiveConfig(penalty="tc"), dataset_size=100)
     assert tc.dataset_size == 100
+
+
+def test_baselines_free_bits_below_one_nat_and_the_vamp_kl_at_the_elbos_own_draws():
+    from vaekit.config import ObjectiveConfig
+
+    model = build(**IMAGE)
+    make = lambda **kw: objective_from_config(ObjectiveConfig(estimator="score", **kw), model)  # noqa: E731
+    assert make(baseline="none").baseline is None
+    assert make(baseline="mean").baseline.net is None
+    assert make(baseline="learned").baseline.net is not None
+    assert objective_from_config(ObjectiveConfig(estimator="score", baseline="mean")).baseline
+    with pytest.raises(ValueError, match="learned baseline needs"):
+        objective_from_config(ObjectiveConfig(estimator="score", baseline="learned"))
+    x = _binary(8)
+    torch.manual_seed(1)
+    res = elbo(model, x, free_bits=0.5)  # a floor below 1 nat per dimension
+    floor = res.kl_per_dim.mean(0).clamp_min(0.5).sum()
+    assert bool((res.kl_per_dim.mean(0) < 0.5).any())  # some dimensions sit on the floor
+    torch.testing.assert_close(res.loss, -(res.log_px_z.mean() - floor))
+    per_dim = objective_from_config(ObjectiveConfig(free_bits=0.5), model)
+    torch.manual_seed(1)
+    torch.testing.assert_close(per_dim(model, x).loss, res.loss)
+    vamp = build(**IMAGE, prior="vamp", prior_components=5)
+    torch.manual_seed(2)
+    res = elbo(vamp, x, n_samples=2)
+    z = res.z  # (S, B, D): the draws of the reconstruction term
+    qz_x, pz = vamp.encode(x), vamp.prior()
+    torch.testing.assert_close(res.kl, (qz_x.log_prob(z) - pz.log_prob(z)).mean(0))
