@@ -923,6 +923,7 @@ REFUSED = [
     dict(name="iwae", warmup="linear", warmup_steps=10),
     dict(name="iwae", free_bits=0.5),
     dict(penalty="dip-ii", dip_lambda_d=-1.0),
+    dict(warmup="cyclical", warmup_steps=10, warmup_ratio=1.5),
 ]
 
 
@@ -1091,3 +1092,25 @@ def test_baselines_free_bits_below_one_nat_and_the_vamp_kl_at_the_elbos_own_draw
     z = res.z  # (S, B, D): the draws of the reconstruction term
     qz_x, pz = vamp.encode(x), vamp.prior()
     torch.testing.assert_close(res.kl, (qz_x.log_prob(z) - pz.log_prob(z)).mean(0))
+
+
+def test_penalties_on_a_conditional_model_and_stl_refusals():
+    from vaekit.config import ObjectiveConfig
+
+    cvae, x, y = _cvae()  # its encoder refuses to run without labels
+    for penalty in ("tc", "factor"):
+        cfg = ObjectiveConfig(penalty=penalty, factor_hidden=[8])
+        objective = objective_from_config(cfg, cvae, dataset_size=100)
+        res = objective(cvae, x, y, step=1)
+        assert torch.isfinite(res.loss)
+        if penalty == "factor":
+            opt = objective.make_aux_optimizer()
+            assert math.isfinite(objective.after_step(cvae, lambda: (x, y), opt)["disc_loss"])
+    with pytest.raises(ValueError, match="free bits need the analytic KL"):
+        elbo(build(**IMAGE), x, estimator="stl", free_bits=0.5)
+    torch.manual_seed(0)
+    hvae = build(**IMAGE, kind="hvae", latent_dims=[3, 2])
+    from vaekit.estimators import detached_posterior
+
+    with pytest.raises(ValueError, match="diagonal Gaussian posterior"):
+        detached_posterior(hvae.encode(x))  # a layered posterior has no base_dist
