@@ -36,6 +36,10 @@ def _close(a, b, atol=2e-5):
         torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=1e-4, msg=k)
 
 
+def _rows(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """One process, the global batch of 100 in two seeded micro-batches of 50."""
@@ -57,8 +61,7 @@ def test_two_processes_follow_one(single, tmp_path, kind):
     done = _vaekit(*ARGV, *extra, "--nproc", "2", "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     _close(ref, out)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    ref_rows = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
+    rows, ref_rows = _rows(out), _rows(ref)
     assert len(rows) == 2  # rank 0 alone writes
     for r, q in zip(rows, ref_rows, strict=True):  # the all-reduced training bound agrees
         assert r["train_bound"] == pytest.approx(q["train_bound"], abs=1e-3)
@@ -92,8 +95,7 @@ def test_factor_vae_on_two_processes_follows_one(tmp_path):
     assert any("discriminator" in k for k in d_ref) and d_ref.keys() == d_out.keys()
     for k in d_ref:
         torch.testing.assert_close(d_ref[k], d_out[k], atol=2e-5, rtol=1e-4, msg=k)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    ref_rows = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
+    rows, ref_rows = _rows(out), _rows(ref)
     assert rows[-1]["train_disc_loss"] == pytest.approx(ref_rows[-1]["train_disc_loss"], abs=1e-4)
 
 

@@ -8,15 +8,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Independent, Laplace, Normal, kl_divergence
 
 import vaekit
 from builders import build
 from linear_gaussian import D_X, exact_log_px, make_ppca, sample_x
 from vaekit import applications, latent
 from vaekit.ais import ais_log_likelihood
-from vaekit.config import ConfigError, DataInfo, ModelConfig, load_config
+from vaekit.config import ConfigError, DataInfo, ModelConfig, ObjectiveConfig, load_config
 from vaekit.data import DataPrep, Dataset
-from vaekit.data.prep import binarize, binarize_fast
+from vaekit.data.prep import binarize, binarize_fast, flip
 from vaekit.distributions import (
     SupportError,
     diag_gaussian,
@@ -24,11 +25,20 @@ from vaekit.distributions import (
     kl_terms,
     marginal_kl_per_dim,
 )
+from vaekit.estimators import Baseline, detached_posterior, score_term
 from vaekit.evaluation import bits_per_dim, evaluate, iwae_log_likelihood, standard_error
 from vaekit.inference import amortization_gap, refine
 from vaekit.likelihoods import make_likelihood
+from vaekit.likelihoods.images import GaussianLikelihood
 from vaekit.models import build_model
-from vaekit.objectives import elbo, objective_from_config
+from vaekit.objectives import (
+    elbo,
+    gaussian_parameters,
+    iwae,
+    kl_balanced,
+    objective_from_config,
+)
+from vaekit.penalties import PenaltyBatch
 
 LN2 = math.log(2.0)
 IMAGE = dict(event_shape=[1, 8, 8], hidden=[16], latent_dim=3)
@@ -708,8 +718,6 @@ def test_binarize_fast_is_the_exact_integer_comparison_at_every_draw():
 
 
 def test_score_term_is_zero_valued_with_advantage_times_score_as_gradient():
-    from vaekit.estimators import score_term
-
     theta = torch.tensor([0.3, -0.2], requires_grad=True)
     log_qz = (theta * torch.tensor([1.0, 2.0])).unsqueeze(0)  # (S=1, B=2), ∂/∂θ_b = (1, 2)
     signal = torch.tensor([[5.0, -1.0]])
@@ -724,8 +732,6 @@ def test_score_term_is_zero_valued_with_advantage_times_score_as_gradient():
 
 
 def test_baseline_is_a_bias_corrected_running_mean_plus_a_least_squares_network():
-    from vaekit.estimators import Baseline
-
     learned = Baseline(3)
     assert learned.net[0].out_features == 100 and learned.decay == 0.9  # the documented defaults
     torch.manual_seed(0)
@@ -756,9 +762,6 @@ def _cvae():
 
 
 def test_the_configured_iwae_objective_is_iwae_with_its_k_estimator_and_labels():
-    from vaekit.config import ObjectiveConfig
-    from vaekit.objectives import iwae
-
     model, x, y = _cvae()
     objective = objective_from_config(ObjectiveConfig(name="iwae", n_samples=3, estimator="dreg"))
 
@@ -780,8 +783,6 @@ def test_the_configured_iwae_objective_is_iwae_with_its_k_estimator_and_labels()
 
 
 def test_objective_parameters_baseline_with_the_model_discriminator_at_factor_lr():
-    from vaekit.config import ObjectiveConfig
-
     model = build(**IMAGE)
     score = objective_from_config(ObjectiveConfig(estimator="score"), model)
     assert [id(p) for p in score.main_parameters()] == [id(p) for p in score.baseline.parameters()]
@@ -790,8 +791,6 @@ def test_objective_parameters_baseline_with_the_model_discriminator_at_factor_lr
 
 
 def test_the_discriminator_step_takes_every_micro_batch_and_gathers_them():
-    from vaekit.config import ObjectiveConfig
-
     torch.manual_seed(0)
     model = build(**IMAGE)
     objective = objective_from_config(ObjectiveConfig(penalty="factor", factor_hidden=[8]), model)
@@ -814,9 +813,6 @@ def test_the_discriminator_step_takes_every_micro_batch_and_gathers_them():
 
 
 def test_penalty_logs_are_means_over_the_draws():
-    from vaekit.config import ObjectiveConfig
-    from vaekit.penalties import PenaltyBatch
-
     torch.manual_seed(0)
     model = build(**IMAGE)
     cfg = ObjectiveConfig(penalty="tc", n_samples=2)
@@ -839,10 +835,6 @@ def test_penalty_logs_are_means_over_the_draws():
 
 
 def test_gaussian_parameters_refuse_other_or_unflattened_posteriors():
-    from torch.distributions import Independent, Laplace, Normal
-
-    from vaekit.objectives import gaussian_parameters
-
     loc, scale = torch.zeros(2, 3), torch.ones(2, 3)
     assert gaussian_parameters(Independent(Normal(loc, scale), 1))[0] is loc
     for q in (Independent(Laplace(loc, scale), 1), Independent(Normal(loc[None], scale[None]), 1)):
@@ -851,8 +843,6 @@ def test_gaussian_parameters_refuse_other_or_unflattened_posteriors():
 
 
 def test_kl_balancing_of_one_group_is_the_beta_elbo_loss():
-    from vaekit.objectives import kl_balanced
-
     torch.manual_seed(0)
     model = build(**IMAGE)
     x = _binary(8)
@@ -862,8 +852,6 @@ def test_kl_balancing_of_one_group_is_the_beta_elbo_loss():
 
 
 def test_data_prep_auto_augments_nothing_and_flips_with_its_generator():
-    from vaekit.data.prep import flip
-
     lik = make_likelihood("bernoulli", (1, 4, 4))
     assert DataPrep(lik, "dynamic", "auto").augment == "none"
     raw = torch.randint(0, 256, (16, 1, 4, 4), dtype=torch.uint8)
@@ -891,12 +879,6 @@ def test_evaluate_passes_labels_k_and_chunks_through():
     x_ppca = sample_x(20, w, b, sigma)
     one = evaluate(ppca, x_ppca, k=1)  # K = 1 still gives the IWAE estimate: exact here
     assert one["nll"] == pytest.approx(float(-exact_log_px(x_ppca, w, b, sigma).mean()), abs=1e-6)
-
-
-def _objective_config(**kw):
-    from vaekit.config import ObjectiveConfig
-
-    return ObjectiveConfig(**kw)
 
 
 ACCEPTED = [
@@ -930,19 +912,17 @@ REFUSED = [
 @pytest.mark.parametrize("kw", ACCEPTED, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
 def test_objective_settings_on_the_edge_of_valid_are_accepted(kw):
     model = build(**IMAGE)
-    objective_from_config(_objective_config(**kw), model, dataset_size=10)
+    objective_from_config(ObjectiveConfig(**kw), model, dataset_size=10)
 
 
 @pytest.mark.parametrize("kw", REFUSED, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
 def test_objective_settings_just_outside_valid_are_refused(kw):
     model = build(**IMAGE)
     with pytest.raises(ValueError):
-        objective_from_config(_objective_config(**kw), model, dataset_size=10)
+        objective_from_config(ObjectiveConfig(**kw), model, dataset_size=10)
 
 
 def test_gaussian_head_starts_at_scale_one_tenth_per_dimension_or_shared():
-    from vaekit.likelihoods.images import GaussianLikelihood
-
     per_dim, shared = GaussianLikelihood((1, 2, 3)), GaussianLikelihood((1, 2, 3), scale="shared")
     assert per_dim.log_scale.shape == (1, 2, 3) and shared.log_scale.shape == ()
     loc = torch.zeros(4, 1, 2, 3)
@@ -965,10 +945,6 @@ def test_a_posteriors_own_training_terms_are_added_to_the_loss_and_logged():
 
 
 def test_score_estimator_gradients_are_the_formulas_with_and_without_a_baseline():
-    from torch.distributions import kl_divergence
-
-    from vaekit.estimators import Baseline
-
     torch.manual_seed(0)
     model = build(**IMAGE)
     x = _binary(6)
@@ -1024,9 +1000,6 @@ def test_kl_terms_use_the_draws_they_are_given_monte_carlo_and_layered():
 
 
 def test_the_configured_elbo_objective_passes_labels_groups_balancing_and_baseline_through():
-    from vaekit.config import ObjectiveConfig
-    from vaekit.objectives import kl_balanced
-
     def same(objective, model, args, want, step=None):
         torch.manual_seed(3)
         got = objective(model, *args, step=step)
@@ -1054,11 +1027,6 @@ def test_the_configured_elbo_objective_passes_labels_groups_balancing_and_baseli
 
 
 def test_detached_posteriors_only_of_diagonal_gaussians_and_dataset_size_without_a_model():
-    from torch.distributions import Independent, Laplace
-
-    from vaekit.config import ObjectiveConfig
-    from vaekit.estimators import detached_posterior
-
     loc = torch.zeros(2, 3, requires_grad=True)
     with pytest.raises(ValueError, match="diagonal Gaussian posterior"):
         detached_posterior(Independent(Laplace(loc, torch.ones(2, 3)), 1))
@@ -1067,8 +1035,6 @@ def test_detached_posteriors_only_of_diagonal_gaussians_and_dataset_size_without
 
 
 def test_baselines_free_bits_below_one_nat_and_the_vamp_kl_at_the_elbos_own_draws():
-    from vaekit.config import ObjectiveConfig
-
     model = build(**IMAGE)
     make = lambda **kw: objective_from_config(ObjectiveConfig(estimator="score", **kw), model)  # noqa: E731
     assert make(baseline="none").baseline is None
@@ -1095,8 +1061,6 @@ def test_baselines_free_bits_below_one_nat_and_the_vamp_kl_at_the_elbos_own_draw
 
 
 def test_penalties_on_a_conditional_model_and_stl_refusals():
-    from vaekit.config import ObjectiveConfig
-
     cvae, x, y = _cvae()  # its encoder refuses to run without labels
     for penalty in ("tc", "factor"):
         cfg = ObjectiveConfig(penalty=penalty, factor_hidden=[8])
@@ -1110,7 +1074,6 @@ def test_penalties_on_a_conditional_model_and_stl_refusals():
         elbo(build(**IMAGE), x, estimator="stl", free_bits=0.5)
     torch.manual_seed(0)
     hvae = build(**IMAGE, kind="hvae", latent_dims=[3, 2])
-    from vaekit.estimators import detached_posterior
 
     with pytest.raises(ValueError, match="diagonal Gaussian posterior"):
         detached_posterior(hvae.encode(x))  # a layered posterior has no base_dist

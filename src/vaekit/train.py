@@ -145,7 +145,7 @@ def _epochs(run: Run, log, writer, stop: _StopFlag) -> Path:
     total_steps = run.n_batches * tc.epochs
     epoch, step, batch_in_epoch, perm = run.epoch, run.step, run.batch_in_epoch, run.perm
     device, scaler, world = run.device, run.scaler, run.world
-    gather = None if world.size == 1 else partial(all_gather_rows, world=world)
+    gather = partial(all_gather_rows, world=world)  # the step's codes of every process
 
     t_start = time.monotonic()
     step_seconds = 0.0
